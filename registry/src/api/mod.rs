@@ -1,0 +1,59 @@
+//! The HTTP API (port 8500): Shoal's own endpoints and the Consul-compatible subset.
+//!
+//! Every read answers with `X-Consul-Index`, `X-Consul-KnownLeader` and `X-Consul-LastContact`,
+//! errors included, because Consul clients parse them on every response.
+
+mod kv;
+pub mod query;
+mod status;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::error::Error;
+use crate::kv::MAX_VALUE_BYTES;
+use crate::manager::Manager;
+
+/// Builds the API router for `manager`.
+pub fn router(manager: Arc<Manager>) -> Router {
+    Router::new()
+        .route("/v1/kv", get(kv::get).put(kv::put).delete(kv::delete))
+        .route("/v1/kv/", get(kv::get).put(kv::put).delete(kv::delete))
+        .route("/v1/kv/{*key}", get(kv::get_key).put(kv::put_key).delete(kv::delete_key))
+        .route("/v1/status/leader", get(status::leader))
+        .route("/v1/status/peers", get(status::peers))
+        .route("/v1/agent/self", get(status::agent_self))
+        .route("/v1/nodes", get(status::nodes))
+        .route("/v1/cluster/join-token/{role}", get(status::join_token).post(status::rotate_token))
+        // The body limit is above the value limit so an oversized value gets our own 413 message.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_VALUE_BYTES * 2))
+        .with_state(manager)
+}
+
+/// Serves the API on `listener` until the process ends.
+pub async fn serve(manager: Arc<Manager>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    axum::serve(listener, router(manager)).await
+}
+
+/// The `X-Consul-*` headers of a read answered at `index`.
+pub(crate) fn consul_headers(m: &Manager, index: u64) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("X-Consul-Index", HeaderValue::from(index.max(1)));
+    h.insert("X-Consul-KnownLeader", HeaderValue::from_static(if m.known_leader() { "true" } else { "false" }));
+    h.insert("X-Consul-LastContact", HeaderValue::from(m.last_contact_ms()));
+    h
+}
+
+/// An error as a response: its status and a one-line plain-text reason.
+pub(crate) fn error_response(e: &Error, headers: Option<HeaderMap>) -> Response {
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = (status, format!("{e}\n")).into_response();
+    if let Some(h) = headers {
+        resp.headers_mut().extend(h);
+    }
+    resp
+}

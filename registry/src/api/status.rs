@@ -1,0 +1,115 @@
+//! Status, node and cluster endpoints.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::json;
+
+use super::error_response;
+use super::query::DATACENTER;
+use crate::error::Error;
+use crate::manager::{Manager, ManagerStatus, NOT_LEADER};
+use crate::types::Role;
+
+/// `GET /v1/status/leader`: the leader's cluster address, `""` when there is none.
+pub(super) async fn leader(State(m): State<Arc<Manager>>) -> Response {
+    let addr = if m.known_leader() { m.leader().map(|(_, n)| n.cluster_addr).unwrap_or_default() } else { String::new() };
+    axum::Json(addr).into_response()
+}
+
+/// `GET /v1/status/peers`: the voters' cluster addresses.
+pub(super) async fn peers(State(m): State<Arc<Manager>>) -> Response {
+    axum::Json(m.peers()).into_response()
+}
+
+/// `GET /v1/agent/self`: the minimal shape Consul clients read (`Config.Datacenter`, `Config.Version`).
+pub(super) async fn agent_self(State(m): State<Arc<Manager>>) -> Response {
+    axum::Json(json!({
+        "Config": {
+            "Datacenter": DATACENTER,
+            "NodeName": m.node.name,
+            "NodeID": format!("{:016x}", m.id),
+            "Version": "1.22.0",
+            "Server": true,
+        },
+        "Member": { "Name": m.node.name, "Addr": m.node.cluster_addr, "Tags": { "role": "manager" }, "Status": 1 },
+        "Meta": {},
+        "Coord": null,
+        "Stats": {},
+        "DebugConfig": {},
+        "xDS": {},
+    }))
+    .into_response()
+}
+
+fn http() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().expect("client"))
+}
+
+/// `GET /v1/nodes`: the node table with live status, as the leader sees it. A follower forwards to
+/// the leader; with no leader the answer is 503.
+pub(super) async fn nodes(State(m): State<Arc<Manager>>) -> Response {
+    match m.manager_statuses() {
+        Ok(rows) => axum::Json(rows).into_response(),
+        Err(Error::Unavailable(msg)) if msg == NOT_LEADER => {
+            let Some((_, leader)) = m.leader() else { return error_response(&Error::NoLeader, None) };
+            let res = http().get(format!("http://{}/v1/nodes", leader.http_addr)).send().await;
+            match res {
+                Ok(r) if r.status().is_success() => match r.json::<Vec<ManagerStatus>>().await {
+                    Ok(rows) => axum::Json(rows).into_response(),
+                    Err(e) => error_response(&Error::Unavailable(format!("bad answer from the leader: {e}")), None),
+                },
+                Ok(r) => error_response(&Error::Unavailable(format!("the leader answered {}", r.status())), None),
+                Err(_) => error_response(&Error::NoLeader, None),
+            }
+        }
+        Err(e) => error_response(&e, None),
+    }
+}
+
+fn parse_role(role: &str) -> Result<Role, Error> {
+    match role {
+        "manager" => Ok(Role::Manager),
+        "worker" => Ok(Role::Worker),
+        other => Err(Error::BadRequest(format!("unknown role {other:?}: use manager or worker"))),
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct TokenAnswer {
+    role: Role,
+    token: String,
+    /// The address new nodes should join through (this manager's cluster address).
+    join_addr: String,
+}
+
+/// `GET /v1/cluster/join-token/{role}`.
+pub(super) async fn join_token(State(m): State<Arc<Manager>>, Path(role): Path<String>) -> Response {
+    let role = match parse_role(&role) {
+        Ok(r) => r,
+        Err(e) => return error_response(&e, None),
+    };
+    match m.view().read(|s| s.cluster.as_ref().map(|c| c.token(role))) {
+        Some(token) => axum::Json(TokenAnswer { role, token, join_addr: m.node.cluster_addr.clone() }).into_response(),
+        None => error_response(&Error::Unavailable("cluster is still initialising".into()), None),
+    }
+}
+
+/// `POST /v1/cluster/join-token/{role}`: rotate; the old token stops working at once.
+pub(super) async fn rotate_token(State(m): State<Arc<Manager>>, Path(role): Path<String>) -> Response {
+    let role = match parse_role(&role) {
+        Ok(r) => r,
+        Err(e) => return error_response(&e, None),
+    };
+    match m.rotate_token(role).await {
+        Ok(token) => (StatusCode::OK, axum::Json(TokenAnswer { role, token, join_addr: m.node.cluster_addr.clone() }))
+            .into_response(),
+        Err(e) => error_response(&e, None),
+    }
+}

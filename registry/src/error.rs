@@ -1,0 +1,56 @@
+//! The registry's error type, classified by what the caller should do.
+
+use serde::{Deserialize, Serialize};
+
+/// The message every client sees when no leader can take a write (Consul's wording).
+pub const NO_LEADER: &str = "no elected cluster leader";
+
+/// Errors of registry operations. They cross the cluster RPC, so they are plain data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum Error {
+    /// No leader could be reached in time; the write was not acknowledged (it may still apply).
+    #[error("{NO_LEADER}")]
+    NoLeader,
+    /// A temporary failure: retry later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The request was malformed; it will never succeed as it is.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A value or body is larger than allowed.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The caller is not allowed to do this (a bad or rotated join token, ...).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Something is missing.
+    #[error("{0}")]
+    NotFound(String),
+    /// A bug or a broken disk: not the caller's fault.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Whether retrying the same request later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::NoLeader | Error::Unavailable(_))
+    }
+
+    /// Whether the thing asked for does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound(_))
+    }
+
+    /// The HTTP status this error maps to.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Error::NoLeader | Error::Unavailable(_) => 503,
+            Error::BadRequest(_) => 400,
+            Error::TooLarge(_) => 413,
+            Error::Forbidden(_) => 403,
+            Error::NotFound(_) => 404,
+            Error::Internal(_) => 500,
+        }
+    }
+}

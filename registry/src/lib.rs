@@ -1,0 +1,21 @@
+//! Shoal's registry: the source of truth of the cluster.
+//!
+//! A Raft-replicated ([openraft]) state machine with a durable log on disk ([redb]), one watch
+//! mechanism on its applied index, and the HTTP API (Shoal's own endpoints and a Consul-compatible
+//! subset). See `README.md` in this crate for the flow and the design choices.
+
+pub mod api;
+pub mod error;
+pub mod kv;
+pub mod log_store;
+pub mod manager;
+pub mod network;
+pub mod rpc;
+pub mod state;
+pub mod state_machine;
+pub mod types;
+pub mod watch;
+
+pub use error::{Error, NO_LEADER};
+pub use manager::{Manager, ManagerConfig, ManagerStatus, StartMode};
+pub use types::{Command, CommandResult, NodeId, Role, ShoalNode, TypeConfig};

@@ -1,0 +1,669 @@
+//! A manager node: the Raft instance, its storage, the cluster RPC listener, and the operations every
+//! API builds on — `write` (forwarded to the leader from anywhere), `linearize` (a quorum-confirmed
+//! read barrier), `join` and the status reports.
+//!
+//! ```text
+//!  HTTP API ──write──▶ Manager::write ──(follower)── cluster RPC /cluster/write ──▶ leader
+//!                          │ (leader)
+//!                          ▼
+//!                  raft.client_write ──▶ LogStore (group commit, fsync) ──▶ quorum ──▶ StateMachine
+//!                                                                                         │
+//!  HTTP API ◀──blocking query── IndexWatch ◀──────────────── applied index ───────────────┘
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{ChangeMembershipError, CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{ChangeMembers, Config, Raft, ServerState, SnapshotPolicy};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::error::Error;
+use crate::log_store::LogStore;
+use crate::network::{Contacts, Network};
+use crate::rpc::{RpcClient, RpcError};
+use crate::state_machine::{StateMachineStore, StateView};
+use crate::types::{Command, CommandResult, NodeId, Role, ShoalNode, TypeConfig};
+
+const NODE_FILE: &str = "node.json";
+const DB_FILE: &str = "raft.redb";
+
+/// Tunables of a manager. `Default` gives the production defaults.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// Where the Raft log, snapshots and identity live.
+    pub data_dir: PathBuf,
+    /// Node name (hostname by default).
+    pub name: String,
+    /// Address to listen on.
+    pub bind_ip: IpAddr,
+    /// Address other nodes use to reach this one.
+    pub advertise_ip: IpAddr,
+    /// Cluster RPC port (Raft, agent RPC).
+    pub cluster_port: u16,
+    /// HTTP API port.
+    pub http_port: u16,
+    /// Leader heartbeat interval.
+    pub heartbeat: Duration,
+    /// Election timeout: a follower that hears nothing for a random time in this range campaigns.
+    pub election_timeout: (Duration, Duration),
+    /// Build a snapshot and compact the log after this many entries.
+    pub snapshot_threshold: u64,
+    /// Entries kept in the log behind a snapshot, so slightly lagging followers need no snapshot.
+    pub keep_logs: u64,
+    /// A write (or linearizable read) that has not been acknowledged after this long fails with
+    /// "no elected cluster leader".
+    pub write_timeout: Duration,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("shoal-data"),
+            name: "shoal".into(),
+            bind_ip: IpAddr::from([127, 0, 0, 1]),
+            advertise_ip: IpAddr::from([127, 0, 0, 1]),
+            cluster_port: 2377,
+            http_port: 8500,
+            heartbeat: Duration::from_millis(100),
+            election_timeout: (Duration::from_millis(600), Duration::from_millis(1200)),
+            snapshot_threshold: 10_000,
+            keep_logs: 1_000,
+            write_timeout: Duration::from_millis(4_500),
+        }
+    }
+}
+
+/// How a manager starts.
+#[derive(Debug, Clone)]
+pub enum StartMode {
+    /// Create a new cluster with this node as its only member.
+    Init,
+    /// Join the cluster whose manager is at `addr` (`IP[:PORT]`).
+    Join {
+        /// A manager's cluster address.
+        addr: String,
+        /// Join token.
+        token: String,
+    },
+    /// Resume from an existing data dir.
+    Resume,
+}
+
+/// What a data dir remembers about its node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeIdentity {
+    /// Raft node ID.
+    pub id: NodeId,
+    /// Name.
+    pub name: String,
+    /// Advertised cluster address.
+    pub cluster_addr: String,
+    /// Advertised HTTP address.
+    pub http_addr: String,
+    /// Listen IP.
+    pub bind_ip: IpAddr,
+}
+
+impl NodeIdentity {
+    fn load(dir: &Path) -> Result<Option<Self>, Error> {
+        let path = dir.join(NODE_FILE);
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| Error::Internal(format!("{} is damaged: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::Internal(format!("cannot read {}: {e}", path.display()))),
+        }
+    }
+
+    fn save(&self, dir: &Path) -> Result<(), Error> {
+        let tmp = dir.join(format!("{NODE_FILE}.tmp"));
+        let body = serde_json::to_vec_pretty(self).expect("identity serialises");
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&body)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, dir.join(NODE_FILE))?;
+            std::fs::File::open(dir)?.sync_all()
+        };
+        write().map_err(|e| Error::Internal(format!("cannot write {}: {e}", dir.join(NODE_FILE).display())))
+    }
+}
+
+/// A join request, sent by a new node to any manager and forwarded to the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// The token given on the command line.
+    pub token: String,
+    /// The new node's ID.
+    pub id: NodeId,
+    /// The new node's addresses.
+    pub node: ShoalNode,
+}
+
+/// The leader's answer to a successful join.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinResponse {
+    /// The cluster joined.
+    pub cluster_id: String,
+}
+
+/// A running manager.
+pub struct Manager {
+    /// This node's ID.
+    pub id: NodeId,
+    /// This node's addresses.
+    pub node: ShoalNode,
+    /// The Raft instance.
+    pub raft: Raft<TypeConfig>,
+    view: StateView,
+    rpc: RpcClient,
+    contacts: Contacts,
+    leader_contact: Mutex<Instant>,
+    config: ManagerConfig,
+}
+
+fn random_secret(len: usize) -> String {
+    rand::rng().sample_iter(&Alphanumeric).take(len).map(|c| (c as char).to_ascii_lowercase()).collect()
+}
+
+/// Whether `dir` already holds a node.
+pub fn data_dir_in_use(dir: &Path) -> bool {
+    dir.join(NODE_FILE).exists() || dir.join(DB_FILE).exists()
+}
+
+impl Manager {
+    /// Opens storage, starts Raft and the cluster RPC listener, then initialises, joins or resumes.
+    pub async fn start(mut config: ManagerConfig, mode: StartMode) -> Result<Arc<Manager>, Error> {
+        let dir = config.data_dir.clone();
+        let identity = NodeIdentity::load(&dir)?;
+        match (&mode, &identity) {
+            (StartMode::Init | StartMode::Join { .. }, _) if data_dir_in_use(&dir) => {
+                return Err(Error::BadRequest(format!(
+                    "data dir {} already holds a node; restart it with `shoal agent --data-dir {}` (without --init/--join), or choose an empty directory",
+                    dir.display(),
+                    dir.display()
+                )));
+            }
+            (StartMode::Resume, None) => {
+                return Err(Error::BadRequest(format!(
+                    "data dir {} holds no node; start a new cluster with --init or join one with --join ADDR --token TOKEN",
+                    dir.display()
+                )));
+            }
+            _ => {}
+        }
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::Internal(format!("cannot create data dir {}: {e}", dir.display())))?;
+
+        let identity = match identity {
+            Some(id) => {
+                config.name = id.name.clone();
+                id
+            }
+            None => NodeIdentity {
+                id: rand::rng().random_range(1..u64::MAX >> 1),
+                name: config.name.clone(),
+                cluster_addr: SocketAddr::new(config.advertise_ip, config.cluster_port).to_string(),
+                http_addr: SocketAddr::new(config.advertise_ip, config.http_port).to_string(),
+                bind_ip: config.bind_ip,
+            },
+        };
+        let node = ShoalNode {
+            name: identity.name.clone(),
+            cluster_addr: identity.cluster_addr.clone(),
+            http_addr: identity.http_addr.clone(),
+        };
+
+        let listener = tokio::net::TcpListener::bind(SocketAddr::new(config.bind_ip, config.cluster_port))
+            .await
+            .map_err(|e| {
+                Error::Unavailable(format!(
+                    "cannot listen on {}:{} for cluster RPC: {e} (is another node using it? pick --bind or --cluster-port)",
+                    config.bind_ip, config.cluster_port
+                ))
+            })?;
+
+        let db = redb::Database::create(dir.join(DB_FILE))
+            .map_err(|e| Error::Internal(format!("cannot open {}: {e}", dir.join(DB_FILE).display())))?;
+        let db = Arc::new(db);
+        let log = LogStore::open(db.clone()).map_err(|e| Error::Internal(e.to_string()))?;
+        let sm = StateMachineStore::open(db).map_err(|e| Error::Internal(e.to_string()))?;
+        let view = sm.view();
+        let rpc = RpcClient::new();
+        let contacts = Contacts::default();
+        let raft_config = Config {
+            cluster_name: "shoal".into(),
+            heartbeat_interval: config.heartbeat.as_millis() as u64,
+            election_timeout_min: config.election_timeout.0.as_millis() as u64,
+            election_timeout_max: config.election_timeout.1.as_millis() as u64,
+            install_snapshot_timeout: 10_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_threshold),
+            max_in_snapshot_log_to_keep: config.keep_logs,
+            max_payload_entries: 1_000,
+            ..Default::default()
+        };
+        let raft_config = Arc::new(raft_config.validate().map_err(|e| Error::BadRequest(format!("raft timing: {e}")))?);
+        let raft = Raft::new(identity.id, raft_config, Network::new(rpc.clone(), contacts.clone()), log, sm)
+            .await
+            .map_err(|e| Error::Internal(format!("raft failed to start: {e}")))?;
+
+        let manager = Arc::new(Manager {
+            id: identity.id,
+            node: node.clone(),
+            raft,
+            view,
+            rpc,
+            contacts,
+            leader_contact: Mutex::new(Instant::now()),
+            config,
+        });
+
+        let app = crate::rpc::router(manager.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "cluster rpc server stopped");
+            }
+        });
+
+        match mode {
+            StartMode::Init => manager.init(&identity).await?,
+            StartMode::Join { addr, token } => {
+                if let Err(e) = manager.join(&addr, &token).await {
+                    let _ = manager.raft.shutdown().await;
+                    let _ = std::fs::remove_file(dir.join(DB_FILE));
+                    return Err(e);
+                }
+                identity.save(&dir)?;
+            }
+            StartMode::Resume => {}
+        }
+        Ok(manager)
+    }
+
+    async fn init(&self, identity: &NodeIdentity) -> Result<(), Error> {
+        let members = BTreeMap::from([(self.id, self.node.clone())]);
+        self.raft.initialize(members).await.map_err(|e| Error::Internal(format!("cannot initialise raft: {e}")))?;
+        identity.save(&self.config.data_dir)?;
+        self.raft
+            .wait(Some(Duration::from_secs(10)))
+            .current_leader(self.id, "init")
+            .await
+            .map_err(|e| Error::Internal(format!("did not become leader: {e}")))?;
+        self.write(Command::InitCluster {
+            cluster_id: random_secret(25),
+            manager_secret: random_secret(25),
+            worker_secret: random_secret(25),
+        })
+        .await?;
+        self.upsert_self(Role::Manager).await
+    }
+
+    async fn upsert_self(&self, role: Role) -> Result<(), Error> {
+        self.write(Command::NodeUpsert {
+            id: self.id,
+            name: self.node.name.clone(),
+            cluster_addr: self.node.cluster_addr.clone(),
+            http_addr: self.node.http_addr.clone(),
+            role,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn join(&self, addr: &str, token: &str) -> Result<(), Error> {
+        let addr = if addr.contains(':') { addr.to_string() } else { format!("{addr}:2377") };
+        let req = JoinRequest { token: token.to_string(), id: self.id, node: self.node.clone() };
+        let mut backoff = Duration::from_millis(200);
+        let give_up = Instant::now() + Duration::from_secs(120);
+        loop {
+            let res: Result<Result<JoinResponse, Error>, RpcError> =
+                self.rpc.call(&addr, "/cluster/join", &req, Duration::from_secs(150)).await;
+            match res {
+                Ok(Ok(resp)) => {
+                    tracing::info!(cluster_id = %resp.cluster_id, "joined the cluster");
+                    return Ok(());
+                }
+                Ok(Err(e)) if !e.is_retryable() => return Err(e),
+                Ok(Err(e)) => tracing::warn!(error = %e, "join not possible yet, retrying"),
+                Err(e) => tracing::warn!(error = %e, "cannot reach the manager to join, retrying"),
+            }
+            if Instant::now() + backoff > give_up {
+                return Err(Error::Unavailable(format!("could not join through {addr} within 120 s; is it a running manager?")));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Leader side of a join: check the token, add the node as a learner, wait until it has caught
+    /// up, then make it a voter.
+    pub async fn handle_join(&self, req: JoinRequest) -> Result<JoinResponse, Error> {
+        if let Some(leader) = self.leader_to_forward()? {
+            let res: Result<Result<JoinResponse, Error>, RpcError> =
+                self.rpc.call(&leader.cluster_addr, "/cluster/join", &req, Duration::from_secs(150)).await;
+            return res.map_err(|e| Error::Unavailable(e.to_string()))?;
+        }
+        let cluster = self.view.read(|s| s.cluster.clone()).ok_or(Error::Unavailable("cluster is still initialising".into()))?;
+        match cluster.role_of(&req.token) {
+            None => {
+                return Err(Error::Forbidden(
+                    "invalid join token: it is not a current token of this cluster (was it rotated?); get one with `shoal join-token manager` on a manager".into(),
+                ));
+            }
+            Some(Role::Worker) => {
+                return Err(Error::Forbidden(
+                    "this is a worker token; worker nodes are not supported by this version yet: join with the manager token (`shoal join-token manager`)".into(),
+                ));
+            }
+            Some(Role::Manager) => {}
+        }
+        let is_voter = self.raft.metrics().borrow().membership_config.membership().voter_ids().any(|v| v == req.id);
+        if !is_voter {
+            tracing::info!(node_id = req.id, node = %req.node, "adding manager as learner");
+            self.retry_membership(|| self.raft.add_learner(req.id, req.node.clone(), true)).await?;
+            tracing::info!(node_id = req.id, "learner caught up, promoting to voter");
+            self.retry_membership(|| self.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([req.id])), false))
+                .await?;
+        }
+        self.write(Command::NodeUpsert {
+            id: req.id,
+            name: req.node.name.clone(),
+            cluster_addr: req.node.cluster_addr.clone(),
+            http_addr: req.node.http_addr.clone(),
+            role: Role::Manager,
+        })
+        .await?;
+        Ok(JoinResponse { cluster_id: cluster.cluster_id })
+    }
+
+    async fn retry_membership<F, Fut>(&self, f: F) -> Result<(), Error>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<
+                Output = Result<
+                    openraft::raft::ClientWriteResponse<TypeConfig>,
+                    RaftError<NodeId, ClientWriteError<NodeId, ShoalNode>>,
+                >,
+            >,
+    {
+        let give_up = Instant::now() + Duration::from_secs(60);
+        loop {
+            match f().await {
+                Ok(_) => return Ok(()),
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(_))))
+                    if Instant::now() < give_up =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                    return Err(Error::Unavailable("leadership changed during the join; retrying".into()));
+                }
+                Err(e) => return Err(Error::Internal(format!("membership change failed: {e}"))),
+            }
+        }
+    }
+
+    /// `Some(leader)` when another node leads, `None` when this node does, an error when nobody does.
+    fn leader_to_forward(&self) -> Result<Option<ShoalNode>, Error> {
+        let m = self.raft.metrics().borrow().clone();
+        match m.current_leader {
+            Some(id) if id == self.id => Ok(None),
+            Some(id) => m
+                .membership_config
+                .membership()
+                .get_node(&id)
+                .cloned()
+                .map(Some)
+                .ok_or(Error::NoLeader),
+            None => Err(Error::NoLeader),
+        }
+    }
+
+    /// Records that a leader just talked to this node (for `X-Consul-LastContact`).
+    pub fn note_leader_contact(&self) {
+        *self.leader_contact.lock().expect("leader contact lock") = Instant::now();
+    }
+
+    /// A read handle on the state.
+    pub fn view(&self) -> &StateView {
+        &self.view
+    }
+
+    /// The configuration this manager runs with.
+    pub fn config(&self) -> &ManagerConfig {
+        &self.config
+    }
+
+    /// Applies `cmd` through Raft on the leader, wherever this node is. Fails with
+    /// [`Error::NoLeader`] if no leader acknowledges it within the write timeout.
+    pub async fn write(&self, cmd: Command) -> Result<CommandResult, Error> {
+        let deadline = Instant::now() + self.config.write_timeout;
+        loop {
+            let leader = match self.leader_to_forward() {
+                Ok(None) => return self.write_local(cmd, deadline).await,
+                Ok(Some(leader)) => leader,
+                Err(_) => {
+                    self.pause_before_retry(deadline).await?;
+                    continue;
+                }
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let res: Result<Result<CommandResult, Error>, RpcError> =
+                self.rpc.call(&leader.cluster_addr, "/cluster/write", &cmd, remaining).await;
+            match res {
+                Ok(Ok(r)) => return Ok(r),
+                // The leader moved before it took the write: nothing was applied, try again.
+                Ok(Err(Error::Unavailable(msg))) if msg == NOT_LEADER => self.pause_before_retry(deadline).await?,
+                Ok(Err(e)) => return Err(e),
+                Err(RpcError::NotSent { .. }) => self.pause_before_retry(deadline).await?,
+                Err(RpcError::Unknown { .. }) if Instant::now() >= deadline => return Err(Error::NoLeader),
+                Err(e @ RpcError::Unknown { .. }) => {
+                    return Err(Error::Unavailable(format!("the write's outcome is unknown, it may have been applied: {e}")));
+                }
+            }
+        }
+    }
+
+    /// The cluster RPC side of a forwarded write: apply it only if this node leads.
+    pub async fn write_as_leader(&self, cmd: Command) -> Result<CommandResult, Error> {
+        let deadline = Instant::now() + self.config.write_timeout;
+        self.write_local(cmd, deadline).await
+    }
+
+    async fn write_local(&self, cmd: Command, deadline: Instant) -> Result<CommandResult, Error> {
+        match tokio::time::timeout_at(deadline, self.raft.client_write(cmd)).await {
+            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                Err(Error::Unavailable(NOT_LEADER.into()))
+            }
+            Ok(Err(e)) => Err(Error::Internal(format!("raft write failed: {e}"))),
+            Err(_) => Err(Error::NoLeader),
+        }
+    }
+
+    async fn pause_before_retry(&self, deadline: Instant) -> Result<(), Error> {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(Error::NoLeader);
+        }
+        // Wake on the next Raft metrics change (a new leader) or after a short backoff.
+        let mut rx = self.raft.metrics();
+        let wait = Duration::from_millis(50).min(deadline - now);
+        let _ = tokio::time::timeout(wait, rx.changed()).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        Ok(())
+    }
+
+    /// A linearizable read barrier: when it returns `Ok`, this node's state includes every write
+    /// acknowledged before the call. On the leader it is openraft's ReadIndex (leadership confirmed by
+    /// a quorum); on a follower it asks the leader for the read index and waits to apply up to it.
+    pub async fn linearize(&self) -> Result<(), Error> {
+        let deadline = Instant::now() + self.config.write_timeout;
+        loop {
+            let leader = match self.leader_to_forward() {
+                Ok(None) => {
+                    let index = self.read_index_local(deadline).await?;
+                    return self.wait_applied(index, deadline).await;
+                }
+                Ok(Some(leader)) => leader,
+                Err(_) => {
+                    self.pause_before_retry(deadline).await?;
+                    continue;
+                }
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let res: Result<Result<u64, Error>, RpcError> =
+                self.rpc.call(&leader.cluster_addr, "/cluster/read-index", &(), remaining).await;
+            match res {
+                Ok(Ok(index)) => return self.wait_applied(index, deadline).await,
+                Ok(Err(Error::Unavailable(msg))) if msg == NOT_LEADER => self.pause_before_retry(deadline).await?,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => self.pause_before_retry(deadline).await?,
+            }
+        }
+    }
+
+    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), Error> {
+        if self.view.watch().wait_at_least(index, deadline).await {
+            Ok(())
+        } else {
+            Err(Error::Unavailable(format!("this node has not caught up to index {index} yet; retry or use ?stale")))
+        }
+    }
+
+    /// The cluster RPC side of a follower's read: the index it must apply before answering.
+    pub async fn read_index_as_leader(&self) -> Result<u64, Error> {
+        let deadline = Instant::now() + self.config.write_timeout;
+        self.read_index_local(deadline).await
+    }
+
+    async fn read_index_local(&self, deadline: Instant) -> Result<u64, Error> {
+        match tokio::time::timeout_at(deadline, self.raft.ensure_linearizable()).await {
+            Ok(Ok(log_id)) => Ok(log_id.map_or(0, |l| l.index)),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => Err(Error::Unavailable(NOT_LEADER.into())),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => Err(Error::NoLeader),
+            Ok(Err(e)) => Err(Error::Internal(format!("read barrier failed: {e}"))),
+            Err(_) => Err(Error::NoLeader),
+        }
+    }
+
+    /// The leader as this node sees it: its ID and addresses.
+    pub fn leader(&self) -> Option<(NodeId, ShoalNode)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id).cloned()?;
+        Some((id, node))
+    }
+
+    /// Whether this node believes there is a working leader (Consul's `X-Consul-KnownLeader`). A
+    /// leader that has not heard from a quorum for several election timeouts does not count.
+    pub fn known_leader(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        match m.current_leader {
+            None => false,
+            Some(id) if id == self.id => {
+                let stale = 3 * self.config.election_timeout.1.as_millis() as u64;
+                m.millis_since_quorum_ack.is_none_or(|ms| ms < stale)
+            }
+            Some(_) => true,
+        }
+    }
+
+    /// Milliseconds since this node last heard from a leader (0 on the leader).
+    pub fn last_contact_ms(&self) -> u64 {
+        if self.raft.metrics().borrow().state == ServerState::Leader {
+            return 0;
+        }
+        self.leader_contact.lock().expect("leader contact lock").elapsed().as_millis() as u64
+    }
+
+    /// The voters' cluster addresses.
+    pub fn peers(&self) -> Vec<String> {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        membership.voter_ids().filter_map(|id| membership.get_node(&id).map(|n| n.cluster_addr.clone())).collect()
+    }
+
+    /// The managers as the leader sees them. On a follower this is answered by forwarding to the
+    /// leader's HTTP API (see the API layer); here it requires leadership.
+    pub fn manager_statuses(&self) -> Result<Vec<ManagerStatus>, Error> {
+        if self.leader_to_forward()?.is_some() {
+            return Err(Error::Unavailable(NOT_LEADER.into()));
+        }
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let reach = 3 * self.config.election_timeout.1;
+        let records = self.view.read(|s| s.nodes.clone());
+        let mut out = Vec::new();
+        for (id, node) in membership.nodes() {
+            let reachable = *id == self.id || self.contacts.last(*id).is_some_and(|t| t.elapsed() < reach);
+            let manager_status = if *id == self.id {
+                "Leader"
+            } else if !voters.contains(id) {
+                if reachable { "Joining" } else { "Unreachable" }
+            } else if reachable {
+                "Reachable"
+            } else {
+                "Unreachable"
+            };
+            out.push(ManagerStatus {
+                id: *id,
+                name: records.get(id).map_or_else(|| node.name.clone(), |r| r.name.clone()),
+                address: node.cluster_addr.clone(),
+                http_address: node.http_addr.clone(),
+                status: if reachable { "Ready" } else { "Down" }.into(),
+                manager_status: manager_status.into(),
+                role: Role::Manager,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Replaces the secret of a join token and returns the new token.
+    pub async fn rotate_token(&self, role: Role) -> Result<String, Error> {
+        self.write(Command::RotateToken { role, secret: random_secret(25) }).await?;
+        self.linearize().await?;
+        self.view
+            .read(|s| s.cluster.as_ref().map(|c| c.token(role)))
+            .ok_or(Error::Unavailable("cluster is still initialising".into()))
+    }
+
+    /// Stops Raft.
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+    }
+}
+
+/// Marker message for "this node is not the leader (any more)": the caller may retry elsewhere.
+pub const NOT_LEADER: &str = "this manager is not the leader";
+
+/// One row of `shoal node ls`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ManagerStatus {
+    /// Node ID.
+    #[serde(rename = "ID")]
+    pub id: NodeId,
+    /// Name.
+    pub name: String,
+    /// Cluster address.
+    pub address: String,
+    /// HTTP API address.
+    pub http_address: String,
+    /// Ready or Down.
+    pub status: String,
+    /// Leader, Reachable, Unreachable, Joining.
+    pub manager_status: String,
+    /// Role.
+    pub role: Role,
+}

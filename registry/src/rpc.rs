@@ -1,0 +1,174 @@
+//! The cluster RPC: one listener per manager (port 2377) carrying Raft and the calls managers make to
+//! the leader (forwarded writes, read-index, joins). Bodies are bincode over HTTP/1.1 keep-alive.
+//!
+//! The client side distinguishes a request that never left (connection refused: safe to retry) from
+//! one whose outcome is unknown (it may have been applied).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+use crate::manager::{JoinRequest, Manager};
+use crate::types::{Command, TypeConfig};
+
+/// Why a cluster RPC failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    /// The request was not delivered (connection refused or reset before sending): safe to retry.
+    #[error("cannot reach {addr}: {msg}")]
+    NotSent {
+        /// Target.
+        addr: String,
+        /// Cause.
+        msg: String,
+    },
+    /// The request may or may not have been processed.
+    #[error("no answer from {addr}: {msg}")]
+    Unknown {
+        /// Target.
+        addr: String,
+        /// Cause.
+        msg: String,
+    },
+}
+
+/// Client for the cluster RPC.
+#[derive(Clone)]
+pub struct RpcClient {
+    http: reqwest::Client,
+}
+
+impl RpcClient {
+    /// A client with pooled keep-alive connections.
+    pub fn new() -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(500))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .no_proxy()
+            .build()
+            .expect("reqwest client");
+        Self { http }
+    }
+
+    /// POSTs `req` to `http://addr/path` and decodes the answer.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RpcError> {
+        let body = bincode::serialize(req).map_err(|e| RpcError::NotSent { addr: addr.into(), msg: e.to_string() })?;
+        let resp = self
+            .http
+            .post(format!("http://{addr}{path}"))
+            .timeout(timeout)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    RpcError::NotSent { addr: addr.into(), msg: e.to_string() }
+                } else {
+                    RpcError::Unknown { addr: addr.into(), msg: e.to_string() }
+                }
+            })?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| RpcError::Unknown { addr: addr.into(), msg: e.to_string() })?;
+        if !status.is_success() {
+            return Err(RpcError::Unknown {
+                addr: addr.into(),
+                msg: format!("{status}: {}", String::from_utf8_lossy(&bytes)),
+            });
+        }
+        bincode::deserialize(&bytes).map_err(|e| RpcError::Unknown { addr: addr.into(), msg: format!("bad answer: {e}") })
+    }
+}
+
+impl Default for RpcClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+    bincode::deserialize(body).map_err(|e| (StatusCode::BAD_REQUEST, format!("bad rpc body: {e}")).into_response())
+}
+
+fn encode<T: Serialize>(value: &T) -> Response {
+    match bincode::serialize(value) {
+        Ok(b) => b.into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// The router of the cluster port.
+pub fn router(manager: Arc<Manager>) -> Router {
+    Router::new()
+        .route("/raft/append", post(append))
+        .route("/raft/vote", post(vote))
+        .route("/raft/snapshot", post(snapshot))
+        .route("/cluster/write", post(write))
+        .route("/cluster/read-index", post(read_index))
+        .route("/cluster/join", post(join))
+        .layer(axum::extract::DefaultBodyLimit::max(256 * 1024 * 1024))
+        .with_state(manager)
+}
+
+async fn append(State(m): State<Arc<Manager>>, body: Bytes) -> Response {
+    let req: AppendEntriesRequest<TypeConfig> = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    m.note_leader_contact();
+    encode(&m.raft.append_entries(req).await)
+}
+
+async fn vote(State(m): State<Arc<Manager>>, body: Bytes) -> Response {
+    let req: VoteRequest<u64> = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    encode(&m.raft.vote(req).await)
+}
+
+async fn snapshot(State(m): State<Arc<Manager>>, body: Bytes) -> Response {
+    let req: InstallSnapshotRequest<TypeConfig> = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    m.note_leader_contact();
+    encode(&m.raft.install_snapshot(req).await)
+}
+
+async fn write(State(m): State<Arc<Manager>>, body: Bytes) -> Response {
+    let cmd: Command = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    encode(&m.write_as_leader(cmd).await)
+}
+
+async fn read_index(State(m): State<Arc<Manager>>) -> Response {
+    encode(&m.read_index_as_leader().await)
+}
+
+async fn join(State(m): State<Arc<Manager>>, body: Bytes) -> Response {
+    let req: JoinRequest = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let res: Result<_, Error> = m.handle_join(req).await;
+    encode(&res)
+}

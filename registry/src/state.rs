@@ -1,0 +1,185 @@
+//! The deterministic, in-memory state machine: every table, one index.
+//!
+//! `apply` is a pure function of (state, index, command): no clock, no randomness, no I/O, so every
+//! replica that applies the same log reaches the same state. The Raft log index is each write's version.
+
+use std::collections::BTreeMap;
+
+use openraft::{LogId, StoredMembership};
+use serde::{Deserialize, Serialize};
+
+use crate::kv::KvTable;
+use crate::types::{Command, CommandResult, NodeId, NodeRecord, Role, ShoalNode};
+
+/// The cluster's identity and join secrets, written once at `--init`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    /// Random cluster identifier.
+    pub cluster_id: String,
+    /// Secret of the manager token.
+    pub manager_secret: String,
+    /// Secret of the worker token.
+    pub worker_secret: String,
+}
+
+impl ClusterInfo {
+    /// The join token for `role`: `SHOAL-1-<cluster digest>-<secret>`.
+    pub fn token(&self, role: Role) -> String {
+        let secret = match role {
+            Role::Manager => &self.manager_secret,
+            Role::Worker => &self.worker_secret,
+        };
+        format!("SHOAL-1-{}-{}", self.cluster_id, secret)
+    }
+
+    /// Which role a token grants, or `None` when it is not a valid token of this cluster.
+    pub fn role_of(&self, token: &str) -> Option<Role> {
+        if !self.cluster_id.is_empty() && token == self.token(Role::Manager) {
+            Some(Role::Manager)
+        } else if !self.cluster_id.is_empty() && token == self.token(Role::Worker) {
+            Some(Role::Worker)
+        } else {
+            None
+        }
+    }
+}
+
+/// Everything the registry stores.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Last log entry applied.
+    pub last_applied: Option<LogId<NodeId>>,
+    /// Last membership config applied.
+    pub membership: StoredMembership<NodeId, ShoalNode>,
+    /// Cluster identity; `None` until the first manager writes it.
+    pub cluster: Option<ClusterInfo>,
+    /// The node table.
+    pub nodes: BTreeMap<NodeId, NodeRecord>,
+    /// The KV table.
+    pub kv: KvTable,
+}
+
+impl State {
+    /// The index of the last applied entry (0 before anything was applied).
+    pub fn index(&self) -> u64 {
+        self.last_applied.map_or(0, |l| l.index)
+    }
+
+    /// Applies one command at `index`. Deterministic.
+    pub fn apply(&mut self, index: u64, cmd: &Command) -> CommandResult {
+        match cmd {
+            Command::InitCluster { cluster_id, manager_secret, worker_secret } => {
+                if self.cluster.is_some() {
+                    return CommandResult::Refused("cluster is already initialised".into());
+                }
+                self.cluster = Some(ClusterInfo {
+                    cluster_id: cluster_id.clone(),
+                    manager_secret: manager_secret.clone(),
+                    worker_secret: worker_secret.clone(),
+                });
+                CommandResult::Done
+            }
+            Command::RotateToken { role, secret } => match self.cluster.as_mut() {
+                None => CommandResult::Refused("cluster is not initialised".into()),
+                Some(c) => {
+                    match role {
+                        Role::Manager => c.manager_secret = secret.clone(),
+                        Role::Worker => c.worker_secret = secret.clone(),
+                    }
+                    CommandResult::Done
+                }
+            },
+            Command::NodeUpsert { id, name, cluster_addr, http_addr, role } => {
+                let create_index = self.nodes.get(id).map_or(index, |n| n.create_index);
+                self.nodes.insert(
+                    *id,
+                    NodeRecord {
+                        id: *id,
+                        name: name.clone(),
+                        cluster_addr: cluster_addr.clone(),
+                        http_addr: http_addr.clone(),
+                        role: *role,
+                        create_index,
+                        modify_index: index,
+                    },
+                );
+                CommandResult::Done
+            }
+            Command::NodeRemove { id } => CommandResult::Applied(self.nodes.remove(id).is_some()),
+            Command::KvSet { key, value, flags, cas } => {
+                CommandResult::Applied(self.kv.set(index, key, value.clone(), *flags, *cas))
+            }
+            Command::KvDelete { key, recurse, cas } => {
+                CommandResult::Applied(self.kv.delete(index, key, *recurse, *cas))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_once_and_tokens() {
+        let mut s = State::default();
+        let init = Command::InitCluster {
+            cluster_id: "c1".into(),
+            manager_secret: "m".into(),
+            worker_secret: "w".into(),
+        };
+        assert_eq!(s.apply(1, &init), CommandResult::Done);
+        assert!(matches!(s.apply(2, &init), CommandResult::Refused(_)));
+        let c = s.cluster.clone().unwrap();
+        assert_eq!(c.token(Role::Manager), "SHOAL-1-c1-m");
+        assert_eq!(c.role_of("SHOAL-1-c1-w"), Some(Role::Worker));
+        assert_eq!(c.role_of("SHOAL-1-c1-x"), None);
+        s.apply(3, &Command::RotateToken { role: Role::Manager, secret: "m2".into() });
+        let c = s.cluster.clone().unwrap();
+        assert_eq!(c.role_of("SHOAL-1-c1-m"), None, "old manager token refused after rotation");
+        assert_eq!(c.role_of("SHOAL-1-c1-m2"), Some(Role::Manager));
+    }
+
+    #[test]
+    fn node_upsert_keeps_create_index() {
+        let mut s = State::default();
+        let up = |name: &str| Command::NodeUpsert {
+            id: 7,
+            name: name.into(),
+            cluster_addr: "127.0.0.1:2377".into(),
+            http_addr: "127.0.0.1:8500".into(),
+            role: Role::Manager,
+        };
+        s.apply(4, &up("a"));
+        s.apply(9, &up("b"));
+        let n = &s.nodes[&7];
+        assert_eq!((n.create_index, n.modify_index, n.name.as_str()), (4, 9, "b"));
+    }
+
+    #[test]
+    fn same_log_same_state() {
+        let cmds = vec![
+            Command::KvSet { key: "a".into(), value: b"1".to_vec(), flags: 0, cas: None },
+            Command::KvSet { key: "a".into(), value: b"2".to_vec(), flags: 0, cas: Some(1) },
+            Command::KvSet { key: "b".into(), value: b"3".to_vec(), flags: 1, cas: Some(0) },
+            Command::KvDelete { key: "a".into(), recurse: false, cas: Some(99) },
+        ];
+        let run = || {
+            let mut s = State::default();
+            let results: Vec<_> = cmds.iter().enumerate().map(|(i, c)| s.apply(i as u64 + 1, c)).collect();
+            (s, results)
+        };
+        let (a, ra) = run();
+        let (b, rb) = run();
+        assert_eq!(a, b);
+        assert_eq!(
+            ra,
+            vec![
+                CommandResult::Applied(true),
+                CommandResult::Applied(true),
+                CommandResult::Applied(true),
+                CommandResult::Applied(false)
+            ]
+        );
+    }
+}

@@ -1,0 +1,154 @@
+//! The Raft type configuration and the one command enum every table of the registry goes through.
+//!
+//! Later tables (nodes, services, tasks, catalog) add variants to [`Command`] and [`CommandResult`];
+//! there is one log, one state machine and one index.
+
+use std::fmt;
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+/// A node's stable identity in Raft.
+pub type NodeId = u64;
+
+/// What Raft knows about a member: enough to reach it on the cluster port and to forward clients to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShoalNode {
+    /// Human name (hostname by default).
+    pub name: String,
+    /// `IP:PORT` of the cluster RPC listener (Raft and agent RPC).
+    pub cluster_addr: String,
+    /// `IP:PORT` of the HTTP API.
+    pub http_addr: String,
+}
+
+impl fmt::Display for ShoalNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.name, self.cluster_addr)
+    }
+}
+
+openraft::declare_raft_types!(
+    /// Shoal's Raft types: [`Command`] in, [`CommandResult`] out, `u64` node IDs.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = NodeId,
+        Node = ShoalNode,
+);
+
+/// The role a node joins with; it comes from the join token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Member of the Raft group; keeps the registry.
+    Manager,
+    /// Runs tasks only (arrives with the membership issue).
+    Worker,
+}
+
+impl Role {
+    /// Lowercase name, as on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Manager => "manager",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+/// A node in the node table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Raft node ID.
+    pub id: NodeId,
+    /// Human name.
+    pub name: String,
+    /// Cluster RPC address `IP:PORT`.
+    pub cluster_addr: String,
+    /// HTTP API address `IP:PORT`.
+    pub http_addr: String,
+    /// Manager or worker.
+    pub role: Role,
+    /// Raft index at which the record was created.
+    pub create_index: u64,
+    /// Raft index of the last change.
+    pub modify_index: u64,
+}
+
+/// Every change to the registry. Applied deterministically by [`crate::state::State::apply`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Written once by the first manager: the cluster's identity and join secrets.
+    InitCluster {
+        /// Random cluster identifier, part of every join token.
+        cluster_id: String,
+        /// Secret of the manager join token.
+        manager_secret: String,
+        /// Secret of the worker join token.
+        worker_secret: String,
+    },
+    /// Replace the secret of one join token; the old token stops working at once.
+    RotateToken {
+        /// Which token.
+        role: Role,
+        /// The new secret.
+        secret: String,
+    },
+    /// Create or update a node record (`create_index`/`modify_index` are set by the state machine).
+    NodeUpsert {
+        /// Node ID.
+        id: NodeId,
+        /// Name.
+        name: String,
+        /// Cluster RPC address.
+        cluster_addr: String,
+        /// HTTP API address.
+        http_addr: String,
+        /// Role.
+        role: Role,
+    },
+    /// Remove a node record.
+    NodeRemove {
+        /// Node ID.
+        id: NodeId,
+    },
+    /// Consul `PUT /v1/kv/<key>`.
+    KvSet {
+        /// Key.
+        key: String,
+        /// Raw value bytes.
+        value: Vec<u8>,
+        /// Opaque flags.
+        flags: u64,
+        /// `Some(0)`: create only; `Some(n)`: only if `ModifyIndex == n`.
+        cas: Option<u64>,
+    },
+    /// Consul `DELETE /v1/kv/<key>`.
+    KvDelete {
+        /// Key, or prefix when `recurse`.
+        key: String,
+        /// Delete every key with this prefix.
+        recurse: bool,
+        /// Only if `ModifyIndex == n` (single key only).
+        cas: Option<u64>,
+    },
+}
+
+/// The answer of the state machine to one log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResult {
+    /// Blank and membership entries, and commands that always succeed.
+    Done,
+    /// A conditional command: whether it took effect (Consul's `true`/`false`).
+    Applied(bool),
+    /// The command was refused; nothing changed.
+    Refused(String),
+}
+
+impl CommandResult {
+    /// `true` unless the command was conditional and its condition failed, or was refused.
+    pub fn succeeded(&self) -> bool {
+        matches!(self, CommandResult::Done | CommandResult::Applied(true))
+    }
+}
