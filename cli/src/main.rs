@@ -1,1 +1,60 @@
-fn main(){}
+//! `shoal`: one binary for the cluster's nodes and its command line.
+
+mod agent;
+mod client;
+mod commands;
+mod table;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "shoal", version, about = "Shoal: Swarm-style orchestration with Consul-style discovery, in one binary")]
+struct Cli {
+    /// HTTP API of the node to talk to.
+    #[arg(long, global = true, env = "SHOAL_HTTP_ADDR", default_value = "127.0.0.1:8500", value_name = "IP:PORT")]
+    http_addr: String,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run a node: --init a new cluster, --join one, or resume from --data-dir.
+    Agent(agent::AgentArgs),
+    /// Run a single-node cluster on this host for development.
+    Dev(agent::DevArgs),
+    /// Read and write the replicated KV store (as `consul kv`).
+    #[command(subcommand)]
+    Kv(commands::kv::KvCmd),
+    /// Inspect the cluster's nodes.
+    #[command(subcommand)]
+    Node(commands::node::NodeCmd),
+    /// Print (or --rotate) the token and command to join a node.
+    JoinToken(commands::token::JoinTokenArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG").unwrap_or_else(|_| {
+        let default = if matches!(cli.command, Cmd::Agent(_) | Cmd::Dev(_)) { "info,openraft=warn" } else { "warn" };
+        tracing_subscriber::EnvFilter::new(default)
+    });
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    if let Err(e) = runtime.block_on(run(cli)) {
+        eprintln!("Error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Cmd::Agent(args) => agent::run_agent(args).await,
+        Cmd::Dev(args) => agent::run_dev(args).await,
+        Cmd::Kv(cmd) => commands::kv::run(&cli.http_addr, cmd).await,
+        Cmd::Node(cmd) => commands::node::run(&cli.http_addr, cmd).await,
+        Cmd::JoinToken(args) => commands::token::run(&cli.http_addr, args).await,
+    }
+}

@@ -112,7 +112,8 @@ pub struct NodeIdentity {
 }
 
 impl NodeIdentity {
-    fn load(dir: &Path) -> Result<Option<Self>, Error> {
+    /// Reads `node.json` from `dir`; `None` if there is none.
+    pub fn load(dir: &Path) -> Result<Option<Self>, Error> {
         let path = dir.join(NODE_FILE);
         match std::fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b)
@@ -617,7 +618,7 @@ impl Manager {
                 "Unreachable"
             };
             out.push(ManagerStatus {
-                id: *id,
+                id: format!("{id:016x}"),
                 name: records.get(id).map_or_else(|| node.name.clone(), |r| r.name.clone()),
                 address: node.cluster_addr.clone(),
                 http_address: node.http_addr.clone(),
@@ -651,9 +652,9 @@ pub const NOT_LEADER: &str = "this manager is not the leader";
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "PascalCase")]
 pub struct ManagerStatus {
-    /// Node ID.
+    /// Node ID, 16 hex digits (a string: JSON numbers lose precision above 2^53).
     #[serde(rename = "ID")]
-    pub id: NodeId,
+    pub id: String,
     /// Name.
     pub name: String,
     /// Cluster address.

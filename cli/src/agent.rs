@@ -1,0 +1,189 @@
+//! `shoal agent` and `shoal dev`: run a node in the foreground.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use shoal_registry::manager::{NodeIdentity, data_dir_in_use};
+use shoal_registry::{Manager, ManagerConfig, StartMode};
+
+/// Flags of `shoal agent`.
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// Start the first manager of a new cluster.
+    #[arg(long, conflicts_with_all = ["join", "token"])]
+    pub init: bool,
+    /// Join the cluster through this manager (IP[:PORT], port 2377 by default).
+    #[arg(long, value_name = "IP[:PORT]", requires = "token")]
+    pub join: Option<String>,
+    /// Join token (`shoal join-token manager` prints it).
+    #[arg(long, requires = "join")]
+    pub token: Option<String>,
+    /// Where this node keeps its Raft log, snapshots and identity.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+/// Addresses, ports and timings shared by `agent` and `dev`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct NetArgs {
+    /// Address to listen on (default 127.0.0.1, or the address stored in the data dir).
+    #[arg(long, value_name = "IP")]
+    pub bind: Option<IpAddr>,
+    /// Address other nodes reach this one at (default: the bind address).
+    #[arg(long, value_name = "IP")]
+    pub advertise: Option<IpAddr>,
+    /// Node name (default: the hostname).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Cluster RPC port (Raft, agent RPC).
+    #[arg(long, value_name = "PORT")]
+    pub cluster_port: Option<u16>,
+    /// HTTP API port.
+    #[arg(long, value_name = "PORT")]
+    pub http_port: Option<u16>,
+    /// Leader heartbeat interval in milliseconds.
+    #[arg(long, default_value_t = 100, value_name = "MS")]
+    pub heartbeat_ms: u64,
+    /// Election timeout range in milliseconds, MIN-MAX: raise it on slow networks.
+    #[arg(long, default_value = "600-1200", value_name = "MIN-MAX")]
+    pub election_timeout_ms: String,
+    /// Build a snapshot and compact the Raft log after this many entries.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub snapshot_threshold: u64,
+    /// Log entries kept behind a snapshot for lagging followers.
+    #[arg(long, default_value_t = 1_000, value_name = "N")]
+    pub keep_logs: u64,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "shoal".into())
+}
+
+fn port_of(addr: &str) -> Option<u16> {
+    addr.parse::<SocketAddr>().ok().map(|a| a.port())
+}
+
+fn parse_range(s: &str) -> Result<(Duration, Duration)> {
+    let (a, b) = s.split_once('-').with_context(|| format!("--election-timeout-ms {s:?}: expected MIN-MAX, e.g. 600-1200"))?;
+    let (a, b): (u64, u64) = (a.trim().parse()?, b.trim().parse()?);
+    if a == 0 || b <= a {
+        bail!("--election-timeout-ms {s:?}: MIN must be > 0 and MAX greater than MIN");
+    }
+    Ok((Duration::from_millis(a), Duration::from_millis(b)))
+}
+
+fn config(data_dir: PathBuf, net: &NetArgs) -> Result<ManagerConfig> {
+    let stored = NodeIdentity::load(&data_dir).map_err(anyhow::Error::new)?;
+    let defaults = ManagerConfig::default();
+    let bind = net.bind.or(stored.as_ref().map(|s| s.bind_ip)).unwrap_or(defaults.bind_ip);
+    let election_timeout = parse_range(&net.election_timeout_ms)?;
+    if net.heartbeat_ms == 0 || net.heartbeat_ms * 2 >= election_timeout.0.as_millis() as u64 {
+        bail!("--heartbeat-ms must be above 0 and well below the election timeout (at most half of its minimum)");
+    }
+    Ok(ManagerConfig {
+        data_dir,
+        name: net.name.clone().unwrap_or_else(hostname),
+        bind_ip: bind,
+        advertise_ip: net.advertise.unwrap_or(if bind.is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { bind }),
+        cluster_port: net
+            .cluster_port
+            .or(stored.as_ref().and_then(|s| port_of(&s.cluster_addr)))
+            .unwrap_or(defaults.cluster_port),
+        http_port: net.http_port.or(stored.as_ref().and_then(|s| port_of(&s.http_addr))).unwrap_or(defaults.http_port),
+        heartbeat: Duration::from_millis(net.heartbeat_ms),
+        election_timeout,
+        snapshot_threshold: net.snapshot_threshold.max(1),
+        keep_logs: net.keep_logs,
+        ..defaults
+    })
+}
+
+/// Runs a node until SIGINT/SIGTERM.
+pub async fn run_agent(args: AgentArgs) -> Result<()> {
+    let mode = match (args.init, args.join.clone(), args.token.clone()) {
+        (true, _, _) => StartMode::Init,
+        (false, Some(addr), Some(token)) => StartMode::Join { addr, token },
+        _ => StartMode::Resume,
+    };
+    let config = config(args.data_dir, &args.net)?;
+    run(config, mode).await
+}
+
+/// Flags of `shoal dev`.
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    /// Data dir of the dev cluster (kept between runs).
+    #[arg(long, value_name = "DIR", env = "SHOAL_DEV_DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+/// `shoal dev`: a single-node cluster on this host, created on first run and resumed after.
+pub async fn run_dev(args: DevArgs) -> Result<()> {
+    let dir = args.data_dir.unwrap_or_else(|| {
+        let base = std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+            .unwrap_or_else(|| PathBuf::from("."));
+        base.join("shoal/dev")
+    });
+    let mode = if data_dir_in_use(&dir) { StartMode::Resume } else { StartMode::Init };
+    let config = config(dir, &args.net)?;
+    run(config, mode).await
+}
+
+async fn run(config: ManagerConfig, mode: StartMode) -> Result<()> {
+    if matches!(mode, StartMode::Init | StartMode::Join { .. }) && data_dir_in_use(&config.data_dir) {
+        bail!(
+            "data dir {dir} already holds a node; restart it with `shoal agent --data-dir {dir}` (without --init/--join), or choose an empty directory",
+            dir = config.data_dir.display()
+        );
+    }
+    if matches!(mode, StartMode::Resume) && !data_dir_in_use(&config.data_dir) {
+        bail!(
+            "data dir {} holds no node; start a new cluster with --init, or join one with --join ADDR --token TOKEN",
+            config.data_dir.display()
+        );
+    }
+    let http_addr = SocketAddr::new(config.bind_ip, config.http_port);
+    // Bind the API first so a port clash is reported before the node joins anything.
+    let http = tokio::net::TcpListener::bind(http_addr).await.with_context(|| {
+        format!("cannot listen on {http_addr} for the HTTP API (is another node using it? pick --bind or --http-port)")
+    })?;
+    let what = match &mode {
+        StartMode::Init => "initialising a new cluster",
+        StartMode::Join { .. } => "joining the cluster",
+        StartMode::Resume => "resuming",
+    };
+    tracing::info!(data_dir = %config.data_dir.display(), "{what}");
+    let data_dir = config.data_dir.clone();
+    let manager = Manager::start(config, mode).await.map_err(anyhow::Error::new)?;
+    eprintln!(
+        "shoal manager {:016x} ({}) is up: cluster {} · HTTP API http://{} · data {}",
+        manager.id,
+        manager.node.name,
+        manager.node.cluster_addr,
+        http_addr,
+        data_dir.display()
+    );
+    let api = tokio::spawn(shoal_registry::api::serve(manager.clone(), http));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        res = api => { res??; }
+    }
+    tracing::info!("shutting down");
+    manager.shutdown().await;
+    Ok(())
+}
