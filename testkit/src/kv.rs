@@ -1,0 +1,134 @@
+//! A raw KV client for tests: it reports exactly what the API said, including the X-Consul-* headers.
+
+use std::time::Duration;
+
+use base64::Engine;
+use serde::Deserialize;
+
+/// A KV entry as the API returns it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct KvPair {
+    pub key: String,
+    pub value: Option<String>,
+    pub flags: u64,
+    pub create_index: u64,
+    pub modify_index: u64,
+    pub lock_index: u64,
+}
+
+impl KvPair {
+    /// The decoded value.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.value.as_ref().map(|v| base64::engine::general_purpose::STANDARD.decode(v).expect("base64")).unwrap_or_default()
+    }
+}
+
+/// What went wrong with a KV call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvError {
+    /// The API answered with an error status.
+    Status(u16, String),
+    /// No answer (connection refused, timeout, ...): a write may or may not have been applied.
+    Transport(String),
+}
+
+/// A KV client on one node.
+#[derive(Clone)]
+pub struct KvClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// A GET's answer with its headers.
+#[derive(Debug, Clone)]
+pub struct Read {
+    /// HTTP status.
+    pub status: u16,
+    /// `X-Consul-Index`.
+    pub index: u64,
+    /// `X-Consul-KnownLeader`.
+    pub known_leader: Option<String>,
+    /// `X-Consul-LastContact`.
+    pub last_contact: Option<u64>,
+    /// The entries (empty on 404).
+    pub pairs: Vec<KvPair>,
+}
+
+impl KvClient {
+    /// A client for `addr` (`IP:PORT`) with a 10 s timeout.
+    pub fn new(addr: &str) -> Self {
+        Self::with_timeout(addr, Duration::from_secs(10))
+    }
+
+    /// A client with its own request timeout.
+    pub fn with_timeout(addr: &str, timeout: Duration) -> Self {
+        let http = reqwest::Client::builder().no_proxy().timeout(timeout).build().expect("client");
+        Self { base: format!("http://{addr}"), http }
+    }
+
+    /// PUT; `Ok(true|false)` as the API said.
+    pub async fn put(&self, key: &str, value: &[u8], query: &str) -> Result<bool, KvError> {
+        let r = self
+            .http
+            .put(format!("{}/v1/kv/{key}?{query}", self.base))
+            .body(value.to_vec())
+            .send()
+            .await
+            .map_err(|e| KvError::Transport(e.to_string()))?;
+        let status = r.status().as_u16();
+        let text = r.text().await.map_err(|e| KvError::Transport(e.to_string()))?;
+        if status != 200 {
+            return Err(KvError::Status(status, text.trim().to_string()));
+        }
+        serde_json::from_str(&text).map_err(|e| KvError::Transport(format!("bad body {text:?}: {e}")))
+    }
+
+    /// DELETE with `query`.
+    pub async fn delete(&self, key: &str, query: &str) -> Result<bool, KvError> {
+        let r = self
+            .http
+            .delete(format!("{}/v1/kv/{key}?{query}", self.base))
+            .send()
+            .await
+            .map_err(|e| KvError::Transport(e.to_string()))?;
+        let status = r.status().as_u16();
+        let text = r.text().await.map_err(|e| KvError::Transport(e.to_string()))?;
+        if status != 200 {
+            return Err(KvError::Status(status, text.trim().to_string()));
+        }
+        serde_json::from_str(&text).map_err(|e| KvError::Transport(format!("bad body {text:?}: {e}")))
+    }
+
+    /// GET with `query`; a 404 is a `Read` with no pairs.
+    pub async fn read(&self, key: &str, query: &str) -> Result<Read, KvError> {
+        let r = self
+            .http
+            .get(format!("{}/v1/kv/{key}?{query}", self.base))
+            .send()
+            .await
+            .map_err(|e| KvError::Transport(e.to_string()))?;
+        let status = r.status().as_u16();
+        let h = r.headers().clone();
+        let header = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let index = header("X-Consul-Index").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let text = r.text().await.map_err(|e| KvError::Transport(e.to_string()))?;
+        let pairs = match status {
+            200 => serde_json::from_str(&text).map_err(|e| KvError::Transport(format!("bad body {text:?}: {e}")))?,
+            404 => Vec::new(),
+            s => return Err(KvError::Status(s, text.trim().to_string())),
+        };
+        Ok(Read {
+            status,
+            index,
+            known_leader: header("X-Consul-KnownLeader"),
+            last_contact: header("X-Consul-LastContact").and_then(|v| v.parse().ok()),
+            pairs,
+        })
+    }
+
+    /// The value of `key` (`None` if missing), read with `query`.
+    pub async fn get(&self, key: &str, query: &str) -> Result<Option<Vec<u8>>, KvError> {
+        Ok(self.read(key, query).await?.pairs.first().map(KvPair::bytes))
+    }
+}
