@@ -171,6 +171,7 @@ mod tests {
         };
         let (a, ra) = run();
         let (b, rb) = run();
+        assert_eq!(ra, rb);
         assert_eq!(a, b);
         assert_eq!(
             ra,
