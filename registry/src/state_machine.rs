@@ -128,6 +128,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         };
         let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
         self.persist(StoredSnapshot { meta: meta.clone(), data: data.clone() }).await?;
+        tracing::info!(index = last_applied.map_or(0, |l| l.index), bytes = data.len(), "built snapshot");
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
@@ -193,6 +194,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.persist(StoredSnapshot { meta: meta.clone(), data }).await?;
         let index = state.index();
         *self.shared.state.write().expect("state lock") = state;
+        tracing::info!(index, snapshot_id = %meta.snapshot_id, "installed snapshot from the leader");
         self.shared.applied.send_replace(index);
         Ok(())
     }
