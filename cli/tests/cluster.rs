@@ -46,6 +46,11 @@ async fn thousand_writes_through_a_follower_are_readable_everywhere() {
     let follower = follower_of(&c, leader);
     let acked = write_many(&c.client(follower), "thousand", 1000, 16).await;
     assert_eq!(acked.len(), 1000);
+    // Group commit: concurrent writes share fsyncs on the leader.
+    let stats: serde_json::Value = shoal_testkit::get_json(&c.nodes[leader].http_addr(), "/v1/agent/raft").await.unwrap();
+    println!("leader log writer: {stats}");
+    let fsyncs = stats["Fsyncs"].as_u64().unwrap();
+    assert!(fsyncs < 1000, "group commit: {fsyncs} fsyncs on the leader for 1000 concurrent writes");
     for i in 0..3 {
         let got = read_all(&c.client(i), "thousand", "").await.expect("linearizable read");
         assert_eq!(got, acked, "linearizable read on node {}", i + 1);

@@ -10,6 +10,7 @@ pub mod kv;
 pub mod log_store;
 pub mod manager;
 pub mod network;
+pub mod proposer;
 pub mod rpc;
 pub mod state;
 pub mod state_machine;

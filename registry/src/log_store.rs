@@ -14,6 +14,7 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::RangeBounds;
 use std::sync::mpsc as std_mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -66,11 +67,23 @@ struct Mirror {
     committed: Option<LogId<NodeId>>,
 }
 
+/// Counters of the log writer, to see group commit at work.
+#[derive(Debug, Default)]
+pub struct LogStats {
+    /// Durable (fsynced) commits.
+    pub fsyncs: AtomicU64,
+    /// `append` calls from openraft.
+    pub appends: AtomicU64,
+    /// Entries written.
+    pub entries: AtomicU64,
+}
+
 /// The Raft log store. Cheap to clone; clones share the mirror and the writer.
 #[derive(Clone)]
 pub struct LogStore {
     mirror: Arc<RwLock<Mirror>>,
     writer: std_mpsc::Sender<Op>,
+    stats: Arc<LogStats>,
 }
 
 impl LogStore {
@@ -111,11 +124,18 @@ impl LogStore {
         drop(txn);
 
         let (tx, rx) = std_mpsc::channel();
+        let stats = Arc::new(LogStats::default());
+        let thread_stats = stats.clone();
         std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || writer_loop(db, rx))
+            .spawn(move || writer_loop(db, rx, thread_stats))
             .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))?;
-        Ok(Self { mirror: Arc::new(RwLock::new(mirror)), writer: tx })
+        Ok(Self { mirror: Arc::new(RwLock::new(mirror)), writer: tx, stats })
+    }
+
+    /// The writer's counters.
+    pub fn stats(&self) -> Arc<LogStats> {
+        self.stats.clone()
     }
 
     fn send(&self, op: Op) -> Result<(), StorageError<NodeId>> {
@@ -137,7 +157,7 @@ impl LogStore {
     }
 }
 
-fn writer_loop(db: Arc<Database>, rx: std_mpsc::Receiver<Op>) {
+fn writer_loop(db: Arc<Database>, rx: std_mpsc::Receiver<Op>, stats: Arc<LogStats>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -148,6 +168,15 @@ fn writer_loop(db: Arc<Database>, rx: std_mpsc::Receiver<Op>) {
         }
         let durable = batch.iter().any(Op::needs_fsync);
         let result = write_batch(&db, &batch, durable).map_err(|e| e.to_string());
+        if durable {
+            stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        }
+        for op in &batch {
+            if let Op::Append { entries, .. } = op {
+                stats.appends.fetch_add(1, Ordering::Relaxed);
+                stats.entries.fetch_add(entries.len() as u64, Ordering::Relaxed);
+            }
+        }
         if let Err(e) = &result {
             tracing::error!(error = %e, "raft log write failed");
         }

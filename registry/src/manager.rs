@@ -25,8 +25,9 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::error::Error;
-use crate::log_store::LogStore;
+use crate::log_store::{LogStats, LogStore};
 use crate::network::{Contacts, Network};
+use crate::proposer::Proposer;
 use crate::rpc::{RpcClient, RpcError};
 use crate::state_machine::{StateMachineStore, StateView};
 use crate::types::{Command, CommandResult, NodeId, Role, ShoalNode, TypeConfig};
@@ -169,6 +170,8 @@ pub struct Manager {
     rpc: RpcClient,
     contacts: Contacts,
     leader_contact: Mutex<Instant>,
+    proposer: Proposer,
+    log_stats: Arc<LogStats>,
     config: ManagerConfig,
 }
 
@@ -237,6 +240,7 @@ impl Manager {
             .map_err(|e| Error::Internal(format!("cannot open {}: {e}", dir.join(DB_FILE).display())))?;
         let db = Arc::new(db);
         let log = LogStore::open(db.clone()).map_err(|e| Error::Internal(e.to_string()))?;
+        let log_stats = log.stats();
         let sm = StateMachineStore::open(db).map_err(|e| Error::Internal(e.to_string()))?;
         let view = sm.view();
         let rpc = RpcClient::new();
@@ -260,11 +264,13 @@ impl Manager {
         let manager = Arc::new(Manager {
             id: identity.id,
             node: node.clone(),
-            raft,
+            raft: raft.clone(),
             view,
             rpc,
             contacts,
             leader_contact: Mutex::new(Instant::now()),
+            proposer: Proposer::start(raft.clone()),
+            log_stats,
             config,
         });
 
@@ -450,7 +456,14 @@ impl Manager {
         let deadline = Instant::now() + self.config.write_timeout;
         loop {
             let leader = match self.leader_to_forward() {
-                Ok(None) => return self.write_local(cmd, deadline).await,
+                Ok(None) => match self.write_local(cmd.clone(), deadline).await {
+                    // Leadership moved before the write was taken: nothing was applied, try again.
+                    Err(Error::Unavailable(msg)) if msg == NOT_LEADER => {
+                        self.pause_before_retry(deadline).await?;
+                        continue;
+                    }
+                    other => return other,
+                },
                 Ok(Some(leader)) => leader,
                 Err(_) => {
                     self.pause_before_retry(deadline).await?;
@@ -481,12 +494,8 @@ impl Manager {
     }
 
     async fn write_local(&self, cmd: Command, deadline: Instant) -> Result<CommandResult, Error> {
-        match tokio::time::timeout_at(deadline, self.raft.client_write(cmd)).await {
-            Ok(Ok(resp)) => Ok(resp.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-                Err(Error::Unavailable(NOT_LEADER.into()))
-            }
-            Ok(Err(e)) => Err(Error::Internal(format!("raft write failed: {e}"))),
+        match tokio::time::timeout_at(deadline, self.proposer.propose(cmd)).await {
+            Ok(res) => res,
             Err(_) => Err(Error::NoLeader),
         }
     }
@@ -639,6 +648,23 @@ impl Manager {
             .ok_or(Error::Unavailable("cluster is still initialising".into()))
     }
 
+    /// Raft and log-writer figures for operators (`GET /v1/agent/raft`).
+    pub fn raft_stats(&self) -> RaftStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = self.raft.metrics().borrow().clone();
+        RaftStats {
+            state: format!("{:?}", m.state),
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            snapshot_index: m.snapshot.map_or(0, |l| l.index),
+            leader: self.leader().map(|(_, n)| n.cluster_addr).unwrap_or_default(),
+            fsyncs: self.log_stats.fsyncs.load(Relaxed),
+            append_calls: self.log_stats.appends.load(Relaxed),
+            entries_written: self.log_stats.entries.load(Relaxed),
+        }
+    }
+
     /// Stops Raft.
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
@@ -667,4 +693,28 @@ pub struct ManagerStatus {
     pub manager_status: String,
     /// Role.
     pub role: Role,
+}
+
+/// `GET /v1/agent/raft`: what this manager's Raft and log writer are doing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct RaftStats {
+    /// Leader, Follower, Candidate, Learner.
+    pub state: String,
+    /// Current term.
+    pub term: u64,
+    /// Last log index on this node.
+    pub last_log_index: u64,
+    /// Last applied index.
+    pub applied_index: u64,
+    /// Index covered by the last snapshot.
+    pub snapshot_index: u64,
+    /// The leader's cluster address, `""` if none.
+    pub leader: String,
+    /// Durable commits of the log writer; fewer than `AppendCalls` means group commit is sharing fsyncs.
+    pub fsyncs: u64,
+    /// Appends openraft asked for.
+    pub append_calls: u64,
+    /// Log entries written.
+    pub entries_written: u64,
 }

@@ -112,6 +112,14 @@ impl State {
             Command::KvDelete { key, recurse, cas } => {
                 CommandResult::Applied(self.kv.delete(index, key, *recurse, *cas))
             }
+            Command::Batch(cmds) => CommandResult::Batch(
+                cmds.iter()
+                    .map(|c| match c {
+                        Command::Batch(_) => CommandResult::Refused("batches do not nest".into()),
+                        c => self.apply(index, c),
+                    })
+                    .collect(),
+            ),
         }
     }
 }
@@ -154,6 +162,27 @@ mod tests {
         s.apply(9, &up("b"));
         let n = &s.nodes[&7];
         assert_eq!((n.create_index, n.modify_index, n.name.as_str()), (4, 9, "b"));
+    }
+
+    #[test]
+    fn batch_applies_in_order_at_one_index() {
+        let mut s = State::default();
+        let set = |v: &str, cas| Command::KvSet { key: "k".into(), value: v.into(), flags: 0, cas };
+        let r = s.apply(
+            7,
+            &Command::Batch(vec![set("a", Some(0)), set("b", Some(0)), set("c", Some(7)), Command::Batch(vec![])]),
+        );
+        assert_eq!(
+            r,
+            CommandResult::Batch(vec![
+                CommandResult::Applied(true),
+                CommandResult::Applied(false),
+                CommandResult::Applied(true),
+                CommandResult::Refused("batches do not nest".into()),
+            ])
+        );
+        let e = s.kv.get("k").unwrap();
+        assert_eq!((e.value.as_slice(), e.create_index, e.modify_index), (&b"c"[..], 7, 7));
     }
 
     #[test]

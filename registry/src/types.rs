@@ -124,6 +124,9 @@ pub enum Command {
         /// `Some(0)`: create only; `Some(n)`: only if `ModifyIndex == n`.
         cas: Option<u64>,
     },
+    /// Several commands proposed together (group commit); applied in order, all at the batch's
+    /// index, each with its own result. Batches do not nest.
+    Batch(Vec<Command>),
     /// Consul `DELETE /v1/kv/<key>`.
     KvDelete {
         /// Key, or prefix when `recurse`.
@@ -144,6 +147,8 @@ pub enum CommandResult {
     Applied(bool),
     /// The command was refused; nothing changed.
     Refused(String),
+    /// The results of a [`Command::Batch`], in order.
+    Batch(Vec<CommandResult>),
 }
 
 impl CommandResult {

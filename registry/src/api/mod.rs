@@ -27,6 +27,7 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .route("/v1/status/leader", get(status::leader))
         .route("/v1/status/peers", get(status::peers))
         .route("/v1/agent/self", get(status::agent_self))
+        .route("/v1/agent/raft", get(status::raft))
         .route("/v1/nodes", get(status::nodes))
         .route("/v1/cluster/join-token/{role}", get(status::join_token).post(status::rotate_token))
         // The body limit is above the value limit so an oversized value gets our own 413 message.

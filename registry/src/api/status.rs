@@ -113,3 +113,8 @@ pub(super) async fn rotate_token(State(m): State<Arc<Manager>>, Path(role): Path
         Err(e) => error_response(&e, None),
     }
 }
+
+/// `GET /v1/agent/raft`: Raft state and log-writer counters of this manager.
+pub(super) async fn raft(State(m): State<Arc<Manager>>) -> Response {
+    axum::Json(m.raft_stats()).into_response()
+}
