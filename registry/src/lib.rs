@@ -11,6 +11,7 @@ pub mod log_store;
 pub mod manager;
 pub mod network;
 pub mod proposer;
+pub mod read_barrier;
 pub mod rpc;
 pub mod state;
 pub mod state_machine;

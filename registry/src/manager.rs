@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::{ChangeMembershipError, CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, Config, Raft, ServerState, SnapshotPolicy};
 use rand::Rng;
 use rand::distr::Alphanumeric;
@@ -28,6 +28,7 @@ use crate::error::Error;
 use crate::log_store::{LogStats, LogStore};
 use crate::network::{Contacts, Network};
 use crate::proposer::Proposer;
+use crate::read_barrier::ReadBarrier;
 use crate::rpc::{RpcClient, RpcError};
 use crate::state_machine::{StateMachineStore, StateView};
 use crate::types::{Command, CommandResult, NodeId, Role, ShoalNode, TypeConfig};
@@ -171,6 +172,7 @@ pub struct Manager {
     contacts: Contacts,
     leader_contact: Mutex<Instant>,
     proposer: Proposer,
+    reads: ReadBarrier,
     log_stats: Arc<LogStats>,
     config: ManagerConfig,
 }
@@ -270,6 +272,7 @@ impl Manager {
             contacts,
             leader_contact: Mutex::new(Instant::now()),
             proposer: Proposer::start(raft.clone()),
+            reads: ReadBarrier::new(raft.clone(), config.write_timeout),
             log_stats,
             config,
         });
@@ -557,11 +560,8 @@ impl Manager {
     }
 
     async fn read_index_local(&self, deadline: Instant) -> Result<u64, Error> {
-        match tokio::time::timeout_at(deadline, self.raft.ensure_linearizable()).await {
-            Ok(Ok(log_id)) => Ok(log_id.map_or(0, |l| l.index)),
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => Err(Error::Unavailable(NOT_LEADER.into())),
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => Err(Error::NoLeader),
-            Ok(Err(e)) => Err(Error::Internal(format!("read barrier failed: {e}"))),
+        match tokio::time::timeout_at(deadline, self.reads.read_index()).await {
+            Ok(res) => res,
             Err(_) => Err(Error::NoLeader),
         }
     }
