@@ -73,7 +73,8 @@ fn port_of(addr: &str) -> Option<u16> {
 }
 
 fn parse_range(s: &str) -> Result<(Duration, Duration)> {
-    let (a, b) = s.split_once('-').with_context(|| format!("--election-timeout-ms {s:?}: expected MIN-MAX, e.g. 600-1200"))?;
+    let (a, b) =
+        s.split_once('-').with_context(|| format!("--election-timeout-ms {s:?}: expected MIN-MAX, e.g. 600-1200"))?;
     let (a, b): (u64, u64) = (a.trim().parse()?, b.trim().parse()?);
     if a == 0 || b <= a {
         bail!("--election-timeout-ms {s:?}: MIN must be > 0 and MAX greater than MIN");

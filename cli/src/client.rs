@@ -75,7 +75,9 @@ impl ApiClient {
     pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<Option<T>> {
         match self.send(Method::GET, path, None).await? {
             None => Ok(None),
-            Some(b) => Ok(Some(serde_json::from_slice(&b).with_context(|| format!("unexpected answer to GET {path}"))?)),
+            Some(b) => {
+                Ok(Some(serde_json::from_slice(&b).with_context(|| format!("unexpected answer to GET {path}"))?))
+            }
         }
     }
 }

@@ -9,7 +9,11 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "shoal", version, about = "Shoal: Swarm-style orchestration with Consul-style discovery, in one binary")]
+#[command(
+    name = "shoal",
+    version,
+    about = "Shoal: Swarm-style orchestration with Consul-style discovery, in one binary"
+)]
 struct Cli {
     /// HTTP API of the node to talk to.
     #[arg(long, global = true, env = "SHOAL_HTTP_ADDR", default_value = "127.0.0.1:8500", value_name = "IP:PORT")]

@@ -45,12 +45,17 @@ async fn kv_shapes_match_consul() {
         v,
         serde_json::json!([{"CreateIndex": idx, "ModifyIndex": idx, "LockIndex": 0, "Key": "app/a", "Flags": 42, "Value": "aGVsbG8="}])
     );
-    let empty: serde_json::Value = serde_json::from_str(&api.call("GET", "/v1/kv/app/empty", vec![]).await.body).unwrap();
+    let empty: serde_json::Value =
+        serde_json::from_str(&api.call("GET", "/v1/kv/app/empty", vec![]).await.body).unwrap();
     assert_eq!(empty[0]["Value"], serde_json::Value::Null, "empty value is null");
     assert_eq!(api.call("GET", "/v1/kv/app/a?raw", vec![]).await.body, "hello");
-    assert_eq!(api.call("GET", "/v1/kv/app/?keys&separator=/", vec![]).await.body, r#"["app/a","app/empty","app/sub/"]"#);
+    assert_eq!(
+        api.call("GET", "/v1/kv/app/?keys&separator=/", vec![]).await.body,
+        r#"["app/a","app/empty","app/sub/"]"#
+    );
     assert_eq!(api.call("GET", "/v1/kv/app?keys", vec![]).await.body, r#"["app/a","app/empty","app/sub/x"]"#);
-    let all: Vec<serde_json::Value> = serde_json::from_str(&api.call("GET", "/v1/kv/app?recurse", vec![]).await.body).unwrap();
+    let all: Vec<serde_json::Value> =
+        serde_json::from_str(&api.call("GET", "/v1/kv/app?recurse", vec![]).await.body).unwrap();
     assert_eq!(all.len(), 3);
 
     // cas=0 creates only; cas=N needs the current ModifyIndex.
@@ -78,7 +83,9 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let before = api.call("GET", "/v1/kv/k", vec![]).await.body;
 
     let big = vec![b'x'; 512 * 1024 + 1];
-    let cases: Vec<(&str, &str, &str, Vec<u8>, u16, &str)> = vec![
+    // (name, method, path, body, status, message)
+    type Case<'a> = (&'a str, &'a str, &'a str, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("value over 512 KiB", "PUT", "/v1/kv/k", big.clone(), 413, "exceeds the 524288 byte limit"),
         ("value over 512 KiB, new key", "PUT", "/v1/kv/big", big, 413, "exceeds"),
         ("bad cas", "PUT", "/v1/kv/k?cas=abc", b"v".to_vec(), 400, "invalid value for ?cas"),
@@ -91,7 +98,14 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         ("wait without unit", "GET", "/v1/kv/k?index=1&wait=10", vec![], 400, "invalid value for ?wait"),
         ("other datacenter", "GET", "/v1/kv/k?dc=eu-west", vec![], 500, "No path to datacenter"),
         ("delete without key", "DELETE", "/v1/kv/", vec![], 400, "missing key name"),
-        ("delete cas with recurse", "DELETE", "/v1/kv/k?recurse&cas=3", vec![], 400, "cannot be combined with ?recurse"),
+        (
+            "delete cas with recurse",
+            "DELETE",
+            "/v1/kv/k?recurse&cas=3",
+            vec![],
+            400,
+            "cannot be combined with ?recurse",
+        ),
         ("delete bad cas", "DELETE", "/v1/kv/k?cas=-4", vec![], 400, "invalid value for ?cas"),
         ("unknown role", "GET", "/v1/cluster/join-token/admin", vec![], 400, "unknown role"),
     ];

@@ -33,7 +33,8 @@ async fn kv_and_node_commands() {
     a(&["kv", "put", "cfg/port", "5432"]);
     assert_eq!(stdout(&a(&["kv", "ls", "cfg/"])), "cfg/db/\ncfg/port\n");
     assert_eq!(stdout(&a(&["kv", "get", "--recurse", "cfg/"])), "cfg/db/host:10.0.0.5\ncfg/port:5432\n");
-    let json: serde_json::Value = serde_json::from_str(&stdout(&a(&["kv", "get", "cfg/port", "--format", "json"]))).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&a(&["kv", "get", "cfg/port", "--format", "json"]))).unwrap();
     let index = json[0]["ModifyIndex"].as_u64().unwrap();
 
     let o = a(&["kv", "put", "--cas", &(index + 1).to_string(), "cfg/port", "1"]);
@@ -73,7 +74,18 @@ async fn data_dir_rules_and_join_tokens() {
     let addr = c.nodes[0].http_addr();
     let used = c.nodes[0].data_dir.to_str().unwrap().to_string();
 
-    let o = shoal(&["agent", "--init", "--data-dir", &used, "--bind", "127.0.0.1", "--http-port", "1", "--cluster-port", "2"]);
+    let o = shoal(&[
+        "agent",
+        "--init",
+        "--data-dir",
+        &used,
+        "--bind",
+        "127.0.0.1",
+        "--http-port",
+        "1",
+        "--cluster-port",
+        "2",
+    ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("already holds a node"), "{}", stderr(&o));
     let empty = c.dir().join("empty");
@@ -98,8 +110,19 @@ async fn data_dir_rules_and_join_tokens() {
     let dir = c.dir().join("joiner");
     let start = Instant::now();
     let o = shoal(&[
-        "agent", "--join", &c.nodes[0].cluster_addr(), "--token", &old, "--data-dir", dir.to_str().unwrap(),
-        "--bind", "127.0.0.1", "--cluster-port", "0", "--http-port", "0",
+        "agent",
+        "--join",
+        &c.nodes[0].cluster_addr(),
+        "--token",
+        &old,
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--bind",
+        "127.0.0.1",
+        "--cluster-port",
+        "0",
+        "--http-port",
+        "0",
     ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("invalid join token"), "{}", stderr(&o));

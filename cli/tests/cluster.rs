@@ -47,7 +47,8 @@ async fn thousand_writes_through_a_follower_are_readable_everywhere() {
     let acked = write_many(&c.client(follower), "thousand", 1000, 16).await;
     assert_eq!(acked.len(), 1000);
     // Group commit: concurrent writes share fsyncs on the leader.
-    let stats: serde_json::Value = shoal_testkit::get_json(&c.nodes[leader].http_addr(), "/v1/agent/raft").await.unwrap();
+    let stats: serde_json::Value =
+        shoal_testkit::get_json(&c.nodes[leader].http_addr(), "/v1/agent/raft").await.unwrap();
     println!("leader log writer: {stats}");
     let fsyncs = stats["Fsyncs"].as_u64().unwrap();
     assert!(fsyncs < 1000, "group commit: {fsyncs} fsyncs on the leader for 1000 concurrent writes");

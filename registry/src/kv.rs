@@ -37,8 +37,7 @@ pub struct KvTable {
 
 /// Iterates a sorted map over the keys starting with `prefix`.
 fn prefixed<'a, V>(map: &'a BTreeMap<String, V>, prefix: &'a str) -> impl Iterator<Item = (&'a String, &'a V)> + 'a {
-    map.range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
-        .take_while(move |(k, _)| k.starts_with(prefix))
+    map.range::<str, _>((Bound::Included(prefix), Bound::Unbounded)).take_while(move |(k, _)| k.starts_with(prefix))
 }
 
 impl KvTable {
@@ -52,10 +51,8 @@ impl KvTable {
             _ => {}
         }
         let create_index = current.map_or(index, |e| e.create_index);
-        self.entries.insert(
-            key.to_string(),
-            KvEntry { create_index, modify_index: index, lock_index: 0, flags, value },
-        );
+        self.entries
+            .insert(key.to_string(), KvEntry { create_index, modify_index: index, lock_index: 0, flags, value });
         self.tombstones.remove(key);
         self.index = index;
         true

@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io;
 use std::ops::RangeBounds;
-use std::sync::mpsc as std_mpsc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, RwLock};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -39,18 +39,36 @@ const KEY_LAST_PURGED: &str = "last_purged";
 /// Most operations folded into one transaction.
 const MAX_BATCH: usize = 4096;
 
-pub(crate) fn io_err<E: std::error::Error + 'static>(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: &E) -> StorageError<NodeId> {
+pub(crate) fn io_err<E: std::error::Error + 'static>(
+    subject: ErrorSubject<NodeId>,
+    verb: ErrorVerb,
+    e: &E,
+) -> StorageError<NodeId> {
     StorageIOError::new(subject, verb, AnyError::new(e)).into()
 }
 
 enum Op {
-    Append { entries: Vec<(u64, Vec<u8>)>, done: LogFlushed<TypeConfig> },
+    Append {
+        entries: Vec<(u64, Vec<u8>)>,
+        done: LogFlushed<TypeConfig>,
+    },
     /// Delete `index >= from`.
-    Truncate { from: u64, done: oneshot::Sender<Result<(), String>> },
+    Truncate {
+        from: u64,
+        done: oneshot::Sender<Result<(), String>>,
+    },
     /// Delete `index <= upto`, remember the purged log id.
-    Purge { upto: u64, log_id: Vec<u8>, done: oneshot::Sender<Result<(), String>> },
+    Purge {
+        upto: u64,
+        log_id: Vec<u8>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
     /// Write a META record; `done` is `None` for records that may ride on the next durable commit.
-    Meta { key: &'static str, value: Vec<u8>, done: Option<oneshot::Sender<Result<(), String>>> },
+    Meta {
+        key: &'static str,
+        value: Vec<u8>,
+        done: Option<oneshot::Sender<Result<(), String>>>,
+    },
 }
 
 impl Op {
@@ -307,8 +325,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             m.entries = keep;
             m.last_purged = Some(log_id);
         }
-        let bytes =
-            bincode::serialize(&Some(log_id)).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, &*e))?;
+        let bytes = bincode::serialize(&Some(log_id)).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, &*e))?;
         self.send_and_wait(ErrorSubject::Logs, |done| Op::Purge { upto: log_id.index, log_id: bytes, done }).await
     }
 }

@@ -347,7 +347,9 @@ impl Manager {
                 Err(e) => tracing::warn!(error = %e, "cannot reach the manager to join, retrying"),
             }
             if Instant::now() + backoff > give_up {
-                return Err(Error::Unavailable(format!("could not join through {addr} within 120 s; is it a running manager?")));
+                return Err(Error::Unavailable(format!(
+                    "could not join through {addr} within 120 s; is it a running manager?"
+                )));
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -362,7 +364,8 @@ impl Manager {
                 self.rpc.call(&leader.cluster_addr, "/cluster/join", &req, Duration::from_secs(150)).await;
             return res.map_err(|e| Error::Unavailable(e.to_string()))?;
         }
-        let cluster = self.view.read(|s| s.cluster.clone()).ok_or(Error::Unavailable("cluster is still initialising".into()))?;
+        let cluster =
+            self.view.read(|s| s.cluster.clone()).ok_or(Error::Unavailable("cluster is still initialising".into()))?;
         match cluster.role_of(&req.token) {
             None => {
                 return Err(Error::Forbidden(
@@ -381,8 +384,10 @@ impl Manager {
             tracing::info!(node_id = req.id, node = %req.node, "adding manager as learner");
             self.retry_membership(|| self.raft.add_learner(req.id, req.node.clone(), true)).await?;
             tracing::info!(node_id = req.id, "learner caught up, promoting to voter");
-            self.retry_membership(|| self.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([req.id])), false))
-                .await?;
+            self.retry_membership(|| {
+                self.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([req.id])), false)
+            })
+            .await?;
         }
         self.write(Command::NodeUpsert {
             id: req.id,
@@ -409,9 +414,9 @@ impl Manager {
         loop {
             match f().await {
                 Ok(_) => return Ok(()),
-                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(_))))
-                    if Instant::now() < give_up =>
-                {
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(_),
+                ))) if Instant::now() < give_up => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
@@ -427,13 +432,7 @@ impl Manager {
         let m = self.raft.metrics().borrow().clone();
         match m.current_leader {
             Some(id) if id == self.id => Ok(None),
-            Some(id) => m
-                .membership_config
-                .membership()
-                .get_node(&id)
-                .cloned()
-                .map(Some)
-                .ok_or(Error::NoLeader),
+            Some(id) => m.membership_config.membership().get_node(&id).cloned().map(Some).ok_or(Error::NoLeader),
             None => Err(Error::NoLeader),
         }
     }
@@ -484,7 +483,9 @@ impl Manager {
                 Err(RpcError::NotSent { .. }) => self.pause_before_retry(deadline).await?,
                 Err(RpcError::Unknown { .. }) if Instant::now() >= deadline => return Err(Error::NoLeader),
                 Err(e @ RpcError::Unknown { .. }) => {
-                    return Err(Error::Unavailable(format!("the write's outcome is unknown, it may have been applied: {e}")));
+                    return Err(Error::Unavailable(format!(
+                        "the write's outcome is unknown, it may have been applied: {e}"
+                    )));
                 }
             }
         }

@@ -70,14 +70,8 @@ impl RpcClient {
         timeout: Duration,
     ) -> Result<Resp, RpcError> {
         let body = bincode::serialize(req).map_err(|e| RpcError::NotSent { addr: addr.into(), msg: e.to_string() })?;
-        let resp = self
-            .http
-            .post(format!("http://{addr}{path}"))
-            .timeout(timeout)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| {
+        let resp =
+            self.http.post(format!("http://{addr}{path}")).timeout(timeout).body(body).send().await.map_err(|e| {
                 if e.is_connect() {
                     RpcError::NotSent { addr: addr.into(), msg: e.to_string() }
                 } else {
@@ -92,7 +86,8 @@ impl RpcClient {
                 msg: format!("{status}: {}", String::from_utf8_lossy(&bytes)),
             });
         }
-        bincode::deserialize(&bytes).map_err(|e| RpcError::Unknown { addr: addr.into(), msg: format!("bad answer: {e}") })
+        bincode::deserialize(&bytes)
+            .map_err(|e| RpcError::Unknown { addr: addr.into(), msg: format!("bad answer: {e}") })
     }
 }
 

@@ -131,11 +131,8 @@ mod tests {
     #[test]
     fn init_once_and_tokens() {
         let mut s = State::default();
-        let init = Command::InitCluster {
-            cluster_id: "c1".into(),
-            manager_secret: "m".into(),
-            worker_secret: "w".into(),
-        };
+        let init =
+            Command::InitCluster { cluster_id: "c1".into(), manager_secret: "m".into(), worker_secret: "w".into() };
         assert_eq!(s.apply(1, &init), CommandResult::Done);
         assert!(matches!(s.apply(2, &init), CommandResult::Refused(_)));
         let c = s.cluster.clone().unwrap();
@@ -187,7 +184,7 @@ mod tests {
 
     #[test]
     fn same_log_same_state() {
-        let cmds = vec![
+        let cmds = [
             Command::KvSet { key: "a".into(), value: b"1".to_vec(), flags: 0, cas: None },
             Command::KvSet { key: "a".into(), value: b"2".to_vec(), flags: 0, cas: Some(1) },
             Command::KvSet { key: "b".into(), value: b"3".to_vec(), flags: 1, cas: Some(0) },

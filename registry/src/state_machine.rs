@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
-    Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogId, RaftSnapshotBuilder,
-    StorageError, StoredMembership,
+    Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogId, RaftSnapshotBuilder, StorageError,
+    StoredMembership,
 };
 use redb::{Database, ReadableDatabase};
 use serde::{Deserialize, Serialize};
@@ -71,10 +71,10 @@ impl StateMachineStore {
             let txn = db.begin_read().map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, &e))?;
             let meta = txn.open_table(META).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, &e))?;
             if let Some(v) = meta.get(KEY_SNAPSHOT).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, &e))? {
-                let snap: StoredSnapshot = bincode::deserialize(v.value())
-                    .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, &*e))?;
-                state = bincode::deserialize(&snap.data)
-                    .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, &*e))?;
+                let snap: StoredSnapshot =
+                    bincode::deserialize(v.value()).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, &*e))?;
+                state =
+                    bincode::deserialize(&snap.data).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, &*e))?;
                 current = Some(snap);
             }
         }
@@ -117,8 +117,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         let (data, last_applied, membership) = {
             let state = self.shared.state.read().expect("state lock");
-            let data = bincode::serialize(&*state)
-                .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, &*e))?;
+            let data =
+                bincode::serialize(&*state).map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, &*e))?;
             (data, state.last_applied, state.membership.clone())
         };
         let n = self.shared.snapshots_built.fetch_add(1, Ordering::Relaxed);

@@ -20,7 +20,10 @@ pub struct KvPair {
 impl KvPair {
     /// The decoded value.
     pub fn bytes(&self) -> Vec<u8> {
-        self.value.as_ref().map(|v| base64::engine::general_purpose::STANDARD.decode(v).expect("base64")).unwrap_or_default()
+        self.value
+            .as_ref()
+            .map(|v| base64::engine::general_purpose::STANDARD.decode(v).expect("base64"))
+            .unwrap_or_default()
     }
 }
 

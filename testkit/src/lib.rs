@@ -101,7 +101,8 @@ fn free_block() -> [u8; 3] {
         let b: u8 = rand::random_range(1..=254);
         let free = (1..=6u8).all(|n| {
             let ip = Ipv4Addr::new(127, a, b, n);
-            TcpListener::bind(SocketAddrV4::new(ip, 2377)).is_ok() && TcpListener::bind(SocketAddrV4::new(ip, 8500)).is_ok()
+            TcpListener::bind(SocketAddrV4::new(ip, 2377)).is_ok()
+                && TcpListener::bind(SocketAddrV4::new(ip, 8500)).is_ok()
         });
         if free {
             return [127, a, b];

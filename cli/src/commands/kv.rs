@@ -70,7 +70,9 @@ struct KvPair {
 fn decode(v: &Option<String>) -> Result<Vec<u8>> {
     match v {
         None => Ok(Vec::new()),
-        Some(s) => base64::engine::general_purpose::STANDARD.decode(s).context("the API sent a value that is not base64"),
+        Some(s) => {
+            base64::engine::general_purpose::STANDARD.decode(s).context("the API sent a value that is not base64")
+        }
     }
 }
 

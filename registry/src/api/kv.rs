@@ -154,7 +154,9 @@ async fn put_inner(m: Arc<Manager>, key: String, q: Option<String>, body: Bytes)
             return Err(Error::BadRequest("missing key name: PUT /v1/kv/<key>".into()));
         }
         if q.get("acquire").is_some() || q.get("release").is_some() {
-            return Err(Error::BadRequest("sessions and locks (?acquire, ?release) are not supported yet; use ?cas for optimistic updates".into()));
+            return Err(Error::BadRequest(
+                "sessions and locks (?acquire, ?release) are not supported yet; use ?cas for optimistic updates".into(),
+            ));
         }
         if body.len() > MAX_VALUE_BYTES {
             return Err(Error::TooLarge(format!(
@@ -180,7 +182,11 @@ pub(super) async fn delete(State(m): State<Arc<Manager>>, RawQuery(q): RawQuery)
     delete_inner(m, String::new(), q).await
 }
 
-pub(super) async fn delete_key(State(m): State<Arc<Manager>>, Path(key): Path<String>, RawQuery(q): RawQuery) -> Response {
+pub(super) async fn delete_key(
+    State(m): State<Arc<Manager>>,
+    Path(key): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Response {
     delete_inner(m, key, q).await
 }
 
@@ -190,7 +196,9 @@ async fn delete_inner(m: Arc<Manager>, key: String, q: Option<String>) -> Respon
         let recurse = q.flag("recurse")?;
         let cas = q.u64("cas")?;
         if key.is_empty() && !recurse {
-            return Err(Error::BadRequest("missing key name: DELETE /v1/kv/<key> (or ?recurse to delete a whole prefix)".into()));
+            return Err(Error::BadRequest(
+                "missing key name: DELETE /v1/kv/<key> (or ?recurse to delete a whole prefix)".into(),
+            ));
         }
         if recurse && cas.is_some() {
             return Err(Error::BadRequest("?cas applies to a single key and cannot be combined with ?recurse".into()));

@@ -35,9 +35,9 @@ impl Query {
             None => Ok(false),
             Some("" | "true" | "1") => Ok(true),
             Some("false" | "0") => Ok(false),
-            Some(other) => Err(Error::BadRequest(format!(
-                "invalid value for ?{name}: {other:?} (use ?{name} or ?{name}=true)"
-            ))),
+            Some(other) => {
+                Err(Error::BadRequest(format!("invalid value for ?{name}: {other:?} (use ?{name} or ?{name}=true)")))
+            }
         }
     }
 
@@ -56,7 +56,9 @@ impl Query {
         match self.get(name) {
             None => Ok(None),
             Some(v) => parse_duration(v).map(Some).ok_or_else(|| {
-                Error::BadRequest(format!("invalid value for ?{name}: {v:?} (use a number with a unit: 500ms, 10s, 5m)"))
+                Error::BadRequest(format!(
+                    "invalid value for ?{name}: {v:?} (use a number with a unit: 500ms, 10s, 5m)"
+                ))
             }),
         }
     }
@@ -162,7 +164,8 @@ mod tests {
 
     #[test]
     fn read_options() {
-        let cases: &[(&str, Result<(Consistency, Option<u64>, Duration), &str>)] = &[
+        type Want = Result<(Consistency, Option<u64>, Duration), &'static str>;
+        let cases: &[(&str, Want)] = &[
             ("", Ok((Consistency::Linearizable, None, DEFAULT_WAIT))),
             ("stale&index=7&wait=2s", Ok((Consistency::Stale, Some(7), Duration::from_secs(2)))),
             ("consistent&wait=20m", Ok((Consistency::Linearizable, None, MAX_WAIT))),

@@ -17,7 +17,8 @@ use crate::types::Role;
 
 /// `GET /v1/status/leader`: the leader's cluster address, `""` when there is none.
 pub(super) async fn leader(State(m): State<Arc<Manager>>) -> Response {
-    let addr = if m.known_leader() { m.leader().map(|(_, n)| n.cluster_addr).unwrap_or_default() } else { String::new() };
+    let addr =
+        if m.known_leader() { m.leader().map(|(_, n)| n.cluster_addr).unwrap_or_default() } else { String::new() };
     axum::Json(addr).into_response()
 }
 
@@ -48,7 +49,8 @@ pub(super) async fn agent_self(State(m): State<Arc<Manager>>) -> Response {
 
 fn http() -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().expect("client"))
+    CLIENT
+        .get_or_init(|| reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().expect("client"))
 }
 
 /// `GET /v1/nodes`: the node table with live status, as the leader sees it. A follower forwards to

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The project's test command: installs what the tests need, checks formatting and lints, builds once,
+# and runs every test (unit, storage conformance, process-level cluster tests, linearizability check).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-test-deps.sh
+
+profile=default
+[ "${CI:-}" = "true" ] && profile=ci
+
+cargo fmt --all --check
+cargo build --workspace --all-targets --locked
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo nextest run --workspace --locked --profile "$profile" "$@"
