@@ -58,6 +58,9 @@ pub struct NetArgs {
     /// Log entries kept behind a snapshot for lagging followers.
     #[arg(long, default_value_t = 1_000, value_name = "N")]
     pub keep_logs: u64,
+    /// UNSAFE, for tests only: never fsync the Raft log (acknowledged writes are lost on a crash).
+    #[arg(long, hide = true)]
+    pub unsafe_no_fsync: bool,
 }
 
 fn hostname() -> String {
@@ -104,6 +107,7 @@ fn config(data_dir: PathBuf, net: &NetArgs) -> Result<ManagerConfig> {
         election_timeout,
         snapshot_threshold: net.snapshot_threshold.max(1),
         keep_logs: net.keep_logs,
+        unsafe_no_fsync: net.unsafe_no_fsync,
         ..defaults
     })
 }

@@ -144,6 +144,46 @@ async fn kill_all_three_and_restart_loses_no_acknowledged_write() {
     assert_eq!(read_all(&c.client(leader), "crash2", "").await.expect("read after restart"), crash2);
 }
 
+/// The crash test above must be able to fail: with fsync disabled, the same kill -9 of every node
+/// loses acknowledged writes, and the same check catches it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_crash_check_catches_a_store_that_skips_fsync() {
+    let opts = ClusterOptions { agent_args: vec!["--unsafe-no-fsync".into()] };
+    let mut c = Cluster::start(3, opts).await;
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    let acked = write_many(&c.client(leader), "nofsync", 100, 8).await;
+    for i in 0..3 {
+        c.kill(i);
+    }
+    for i in 0..3 {
+        c.restart(i);
+    }
+    // Without fsync every node may have lost its log, including the membership: there may be no
+    // leader at all. Either way, the acknowledged writes must be found missing.
+    let find_leader = async {
+        loop {
+            if let Some(l) = c.leader().await {
+                return l;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let after = match tokio::time::timeout(Duration::from_secs(8), find_leader).await {
+        Ok(l) => read_all(&c.client(l), "nofsync", "stale").await.unwrap_or_default(),
+        Err(_) => BTreeMap::new(),
+    };
+    let mut stale = BTreeMap::new();
+    for i in 0..3 {
+        stale.extend(read_all(&c.client(i), "nofsync", "stale").await.unwrap_or_default());
+    }
+    assert!(
+        after != acked && stale != acked,
+        "losing writes went unnoticed: {} of {} keys back",
+        stale.len(),
+        acked.len()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn blocking_query_wakes_on_write_and_times_out_with_same_index() {
     let c = Cluster::start(3, ClusterOptions::default()).await;

@@ -107,6 +107,13 @@ pub struct LogStore {
 impl LogStore {
     /// Opens (or creates) the log in `db` and starts its writer thread.
     pub fn open(db: Arc<Database>) -> Result<Self, StorageError<NodeId>> {
+        Self::open_with(db, true)
+    }
+
+    /// Like [`LogStore::open`]; with `fsync == false` nothing is ever made durable. That is unsafe
+    /// (acknowledged writes are lost on a crash) and exists only so tests can prove that the crash
+    /// tests detect such a loss, like etcd's `--unsafe-no-fsync`.
+    pub fn open_with(db: Arc<Database>, fsync: bool) -> Result<Self, StorageError<NodeId>> {
         let mut mirror = Mirror::default();
         {
             let txn = db.begin_write().map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))?;
@@ -146,7 +153,7 @@ impl LogStore {
         let thread_stats = stats.clone();
         std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || writer_loop(db, rx, thread_stats))
+            .spawn(move || writer_loop(db, rx, thread_stats, fsync))
             .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))?;
         Ok(Self { mirror: Arc::new(RwLock::new(mirror)), writer: tx, stats })
     }
@@ -175,7 +182,7 @@ impl LogStore {
     }
 }
 
-fn writer_loop(db: Arc<Database>, rx: std_mpsc::Receiver<Op>, stats: Arc<LogStats>) {
+fn writer_loop(db: Arc<Database>, rx: std_mpsc::Receiver<Op>, stats: Arc<LogStats>, fsync: bool) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -184,7 +191,7 @@ fn writer_loop(db: Arc<Database>, rx: std_mpsc::Receiver<Op>, stats: Arc<LogStat
                 Err(_) => break,
             }
         }
-        let durable = batch.iter().any(Op::needs_fsync);
+        let durable = fsync && batch.iter().any(Op::needs_fsync);
         let result = write_batch(&db, &batch, durable).map_err(|e| e.to_string());
         if durable {
             stats.fsyncs.fetch_add(1, Ordering::Relaxed);

@@ -62,6 +62,9 @@ pub struct ManagerConfig {
     /// A write (or linearizable read) that has not been acknowledged after this long fails with
     /// "no elected cluster leader".
     pub write_timeout: Duration,
+    /// Never fsync the Raft log. UNSAFE: acknowledged writes are lost on a crash. Only for tests that
+    /// prove the crash tests can fail.
+    pub unsafe_no_fsync: bool,
 }
 
 impl Default for ManagerConfig {
@@ -78,6 +81,7 @@ impl Default for ManagerConfig {
             snapshot_threshold: 10_000,
             keep_logs: 1_000,
             write_timeout: Duration::from_millis(4_500),
+            unsafe_no_fsync: false,
         }
     }
 }
@@ -241,7 +245,13 @@ impl Manager {
         let db = redb::Database::create(dir.join(DB_FILE))
             .map_err(|e| Error::Internal(format!("cannot open {}: {e}", dir.join(DB_FILE).display())))?;
         let db = Arc::new(db);
-        let log = LogStore::open(db.clone()).map_err(|e| Error::Internal(e.to_string()))?;
+        if config.unsafe_no_fsync {
+            tracing::warn!(
+                "--unsafe-no-fsync: the raft log is never made durable; acknowledged writes WILL be lost on a crash"
+            );
+        }
+        let log =
+            LogStore::open_with(db.clone(), !config.unsafe_no_fsync).map_err(|e| Error::Internal(e.to_string()))?;
         let log_stats = log.stats();
         let sm = StateMachineStore::open(db).map_err(|e| Error::Internal(e.to_string()))?;
         let view = sm.view();
