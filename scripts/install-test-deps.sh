@@ -5,8 +5,14 @@ set -euo pipefail
 
 # Debian packages the tests use. Keep this list in step with the tests.
 DEBIAN_PACKAGES=(
-  ca-certificates   # cargo's registry access
+  ca-certificates   # cargo's and pip's registry access
   curl              # the README's examples and scripts
+  python3-pip       # for the PyPI tools below, if the machine's Python has no pip
+)
+
+# PyPI tools the tests use: real Consul clients.
+PYPI_PACKAGES=(
+  py-consul==1.8.0  # cli/tests/consul_client.py
 )
 
 missing=()
@@ -19,6 +25,15 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
+
+for spec in "${PYPI_PACKAGES[@]}"; do
+  name=${spec%%==*}
+  if ! python3 -m pip show -q "$name" >/dev/null 2>&1; then
+    echo "installing $spec from PyPI"
+    python3 -m pip install -q --root-user-action=ignore "$spec" 2>/dev/null \
+      || python3 -m pip install -q --break-system-packages "$spec"
+  fi
+done
 
 command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup first" >&2; exit 1; }
 if ! cargo nextest --version >/dev/null 2>&1; then

@@ -29,12 +29,14 @@ impl Query {
         self.pairs.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
-    /// A presence flag such as `?recurse`: absent → false; empty, `true` or `1` → true; `false` or `0` → false.
+    /// A presence flag such as `?recurse`: absent → false; empty → true; otherwise Go's
+    /// `strconv.ParseBool` spellings (`1 t T TRUE true True`, `0 f F FALSE false False`), because
+    /// real clients send them (py-consul sends `keys=True`).
     pub fn flag(&self, name: &str) -> Result<bool, Error> {
         match self.get(name) {
             None => Ok(false),
-            Some("" | "true" | "1") => Ok(true),
-            Some("false" | "0") => Ok(false),
+            Some("" | "1" | "t" | "T" | "TRUE" | "true" | "True") => Ok(true),
+            Some("0" | "f" | "F" | "FALSE" | "false" | "False") => Ok(false),
             Some(other) => {
                 Err(Error::BadRequest(format!("invalid value for ?{name}: {other:?} (use ?{name} or ?{name}=true)")))
             }
@@ -153,8 +155,10 @@ mod tests {
 
     #[test]
     fn flags() {
-        let q = Query::parse(Some("recurse&keys=true&raw=0&stale=maybe&sep=%2F"));
+        let q = Query::parse(Some("recurse&keys=true&raw=0&stale=maybe&sep=%2F&a=True&b=F"));
         assert_eq!(q.flag("recurse"), Ok(true));
+        assert_eq!(q.flag("a"), Ok(true));
+        assert_eq!(q.flag("b"), Ok(false));
         assert_eq!(q.flag("keys"), Ok(true));
         assert_eq!(q.flag("raw"), Ok(false));
         assert_eq!(q.flag("absent"), Ok(false));
