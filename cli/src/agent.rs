@@ -47,10 +47,10 @@ pub struct NetArgs {
     #[arg(long, value_name = "PORT")]
     pub http_port: Option<u16>,
     /// Leader heartbeat interval in milliseconds.
-    #[arg(long, default_value_t = 100, value_name = "MS")]
+    #[arg(long, default_value_t = 50, value_name = "MS")]
     pub heartbeat_ms: u64,
     /// Election timeout range in milliseconds, MIN-MAX: raise it on slow networks.
-    #[arg(long, default_value = "600-1200", value_name = "MIN-MAX")]
+    #[arg(long, default_value = "250-500", value_name = "MIN-MAX")]
     pub election_timeout_ms: String,
     /// Build a snapshot and compact the Raft log after this many entries.
     #[arg(long, default_value_t = 10_000, value_name = "N")]
@@ -77,7 +77,7 @@ fn port_of(addr: &str) -> Option<u16> {
 
 fn parse_range(s: &str) -> Result<(Duration, Duration)> {
     let (a, b) =
-        s.split_once('-').with_context(|| format!("--election-timeout-ms {s:?}: expected MIN-MAX, e.g. 600-1200"))?;
+        s.split_once('-').with_context(|| format!("--election-timeout-ms {s:?}: expected MIN-MAX, e.g. 250-500"))?;
     let (a, b): (u64, u64) = (a.trim().parse()?, b.trim().parse()?);
     if a == 0 || b <= a {
         bail!("--election-timeout-ms {s:?}: MIN must be > 0 and MAX greater than MIN");
