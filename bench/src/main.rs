@@ -1,0 +1,160 @@
+//! `shoal-bench`: drives Shoal's Consul KV API and etcd's v3 JSON gateway with the same workload, one
+//! after the other in one run, and prints ops/s, p50 and p99 for each and the ratio Shoal/etcd.
+
+mod load;
+mod report;
+mod target;
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::load::{Settings, Workload};
+use crate::target::{Target, TargetSpec};
+
+#[derive(Parser, Debug)]
+#[command(name = "shoal-bench", version, about = "KV benchmark: Shoal against etcd, side by side")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the KV workloads against every --target and print the comparison table.
+    Kv(KvArgs),
+}
+
+#[derive(Args, Debug)]
+struct KvArgs {
+    /// A cluster to drive: SYSTEM:NODES=URL[,URL..] with SYSTEM `shoal` or `etcd`, NODES its size and
+    /// the URLs the HTTP API of every node (Shoal `http://IP:8500`, etcd `http://IP:2379`). The
+    /// leader is found among the URLs and every client talks to it. Repeat for each cluster.
+    #[arg(long = "target", value_name = "SYSTEM:NODES=URLS", required = true)]
+    targets: Vec<TargetSpec>,
+    /// Workloads to run, in order: put1 (1 client, sequential puts), put64 (--clients concurrent
+    /// clients putting), get64 (--clients concurrent clients doing linearizable reads).
+    #[arg(long, value_delimiter = ',', default_value = "put1,put64,get64")]
+    workloads: Vec<Workload>,
+    /// Measured time of each workload on each cluster (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Unmeasured run of the same workload before each measurement.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Concurrent clients (one HTTP/1.1 keep-alive connection each) of put64 and get64.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Number of distinct keys the workloads spread over.
+    #[arg(long, default_value_t = 1000)]
+    keys: usize,
+    /// Size of every value written, in bytes.
+    #[arg(long, default_value_t = 256)]
+    value_size: usize,
+    /// Upper bound on the requests one client makes in one measurement (the time bound usually ends
+    /// it first).
+    #[arg(long, default_value_t = 1_000_000)]
+    max_ops_per_client: u64,
+    /// Timeout of one request; a request that takes longer counts as an error.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    request_timeout: Duration,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| s.split_at(i));
+    let n: f64 = num.parse().map_err(|_| format!("{s:?}: expected a duration such as 10s or 500ms"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s or m)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+    match cli.command {
+        Cmd::Kv(args) => runtime.block_on(run_kv(args)),
+    }
+}
+
+async fn run_kv(args: KvArgs) -> Result<()> {
+    if args.clients == 0 || args.keys == 0 {
+        bail!("--clients and --keys must be at least 1");
+    }
+    let settings = Settings {
+        duration: args.duration,
+        warmup: args.warmup,
+        clients: args.clients,
+        keys: args.keys,
+        value_size: args.value_size,
+        max_ops_per_client: args.max_ops_per_client,
+        request_timeout: args.request_timeout,
+    };
+    eprintln!(
+        "shoal-bench kv: {} targets, workloads {:?}, {:?} measured + {:?} warm-up each, {} clients, {} keys, {} B values",
+        args.targets.len(),
+        args.workloads.iter().map(|w| w.name(settings.clients)).collect::<Vec<_>>(),
+        settings.duration,
+        settings.warmup,
+        settings.clients,
+        settings.keys,
+        settings.value_size,
+    );
+
+    let mut targets = Vec::new();
+    for spec in &args.targets {
+        let target = Target::connect(spec.clone()).await.with_context(|| format!("target {spec}"))?;
+        eprintln!("{}: leader {} of {:?}", target.label(), target.leader, target.spec.urls);
+        targets.push(target);
+    }
+    // Side by side: for every cluster size and workload, each system in turn.
+    let mut sizes: Vec<usize> = targets.iter().map(|t| t.spec.nodes).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+
+    for t in &targets {
+        eprintln!("{}: writing the {} keys once", t.label(), settings.keys);
+        load::preload(t, &settings).await.with_context(|| format!("preloading {}", t.label()))?;
+    }
+    let mut rows = Vec::new();
+    for &size in &sizes {
+        for &workload in &args.workloads {
+            for t in targets.iter().filter(|t| t.spec.nodes == size) {
+                let name = workload.name(settings.clients);
+                eprintln!("{}: {name}: warm-up {:?}, then {:?}", t.label(), settings.warmup, settings.duration);
+                let m = load::run(t, workload, &settings).await;
+                eprintln!("{}: {name}: {}", t.label(), report::one_line(&m));
+                rows.push(report::Row { system: t.spec.system, nodes: size, workload: name, m });
+            }
+        }
+    }
+    println!();
+    print!("{}", report::table(&rows));
+    println!();
+    print!("{}", report::ratios(&rows));
+    if let Some(goal) = report::goal(&rows, 3) {
+        println!();
+        print!("{goal}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+}
