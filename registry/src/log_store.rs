@@ -33,7 +33,6 @@ pub(crate) const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 
 const KEY_VOTE: &str = "vote";
-const KEY_COMMITTED: &str = "committed";
 const KEY_LAST_PURGED: &str = "last_purged";
 
 /// Most operations folded into one transaction.
@@ -82,7 +81,6 @@ struct Mirror {
     entries: BTreeMap<u64, Entry<TypeConfig>>,
     last_purged: Option<LogId<NodeId>>,
     vote: Option<Vote<NodeId>>,
-    committed: Option<LogId<NodeId>>,
 }
 
 /// Counters of the log writer, to see group commit at work.
@@ -137,9 +135,6 @@ impl LogStore {
         };
         if let Some(v) = get(KEY_VOTE)? {
             mirror.vote = Some(bincode::deserialize(&v).map_err(|e| rerr(&*e))?);
-        }
-        if let Some(v) = get(KEY_COMMITTED)? {
-            mirror.committed = bincode::deserialize(&v).map_err(|e| rerr(&*e))?;
         }
         if let Some(v) = get(KEY_LAST_PURGED)? {
             mirror.last_purged = bincode::deserialize(&v).map_err(|e| rerr(&*e))?;
@@ -285,18 +280,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.mirror.read().expect("log mirror lock").vote)
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError<NodeId>> {
-        // The committed id need not be durable on its own (Raft recovers it); it rides on the next
-        // fsync instead of costing one.
-        let value = bincode::serialize(&committed).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &*e))?;
-        self.send(Op::Meta { key: KEY_COMMITTED, value, done: None })?;
-        self.mirror.write().expect("log mirror lock").committed = committed;
-        Ok(())
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
-        Ok(self.mirror.read().expect("log mirror lock").committed)
-    }
+    // `save_committed`/`read_committed` keep openraft's defaults (not stored): the committed index
+    // is recovered from the quorum after a restart, and storing it would cost the writer thread one
+    // extra transaction per commit on every node, on the latency path of the next append.
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<NodeId>>
     where
