@@ -72,29 +72,17 @@ impl KvClient {
 
     /// PUT; `Ok(true|false)` as the API said.
     pub async fn put(&self, key: &str, value: &[u8], query: &str) -> Result<bool, KvError> {
-        let r = self
-            .http
-            .put(format!("{}/v1/kv/{key}?{query}", self.base))
-            .body(value.to_vec())
-            .send()
-            .await
-            .map_err(|e| KvError::Transport(e.to_string()))?;
-        let status = r.status().as_u16();
-        let text = r.text().await.map_err(|e| KvError::Transport(e.to_string()))?;
-        if status != 200 {
-            return Err(KvError::Status(status, text.trim().to_string()));
-        }
-        serde_json::from_str(&text).map_err(|e| KvError::Transport(format!("bad body {text:?}: {e}")))
+        self.write(self.http.put(format!("{}/v1/kv/{key}?{query}", self.base)).body(value.to_vec())).await
     }
 
     /// DELETE with `query`.
     pub async fn delete(&self, key: &str, query: &str) -> Result<bool, KvError> {
-        let r = self
-            .http
-            .delete(format!("{}/v1/kv/{key}?{query}", self.base))
-            .send()
-            .await
-            .map_err(|e| KvError::Transport(e.to_string()))?;
+        self.write(self.http.delete(format!("{}/v1/kv/{key}?{query}", self.base))).await
+    }
+
+    /// Sends a KV write and decodes Consul's `true`/`false` answer.
+    async fn write(&self, req: reqwest::RequestBuilder) -> Result<bool, KvError> {
+        let r = req.send().await.map_err(|e| KvError::Transport(e.to_string()))?;
         let status = r.status().as_u16();
         let text = r.text().await.map_err(|e| KvError::Transport(e.to_string()))?;
         if status != 200 {
