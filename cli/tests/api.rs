@@ -17,7 +17,7 @@ struct Answer {
 
 impl Api {
     fn new(c: &Cluster) -> Self {
-        let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap();
+        let http = shoal_testkit::http_client_builder().timeout(Duration::from_secs(10)).build().unwrap();
         Self { base: format!("http://{}", c.nodes[0].http_addr()), http }
     }
 

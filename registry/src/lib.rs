@@ -11,6 +11,7 @@
 pub mod api;
 pub mod error;
 pub mod kv;
+pub mod listener;
 pub mod log_store;
 pub mod manager;
 pub mod network;
@@ -19,6 +20,7 @@ pub mod read_barrier;
 pub mod rpc;
 pub mod state;
 pub mod state_machine;
+pub mod tls;
 pub mod types;
 pub mod watch;
 

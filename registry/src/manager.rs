@@ -25,12 +25,14 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::error::Error;
+use crate::listener::{Peer, TlsListener};
 use crate::log_store::{LogStats, LogStore};
 use crate::network::{Contacts, Network};
 use crate::proposer::Proposer;
 use crate::read_barrier::ReadBarrier;
 use crate::rpc::{RpcClient, RpcError};
 use crate::state_machine::{StateMachineStore, StateView};
+use crate::tls::{ClusterCa, DEFAULT_CERT_DAYS, NodeCert};
 use crate::types::{Command, CommandResult, NodeId, Role, ShoalNode, TypeConfig};
 
 const NODE_FILE: &str = "node.json";
@@ -156,6 +158,56 @@ pub struct JoinRequest {
     pub node: ShoalNode,
 }
 
+/// A joining node's request for a certificate (sent over TLS that verifies the server against the
+/// CA pinned by the token; the node has no certificate yet).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertificateRequest {
+    /// The join token; its role decides the certificate's role.
+    pub token: String,
+    /// The new node's ID.
+    pub id: NodeId,
+    /// Its certificate signing request, PEM.
+    pub csr_pem: String,
+    /// The IP it advertises (the certificate's SAN).
+    pub ip: IpAddr,
+}
+
+/// The leader's answer to a certificate request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertificateResponse {
+    /// The signed node certificate, PEM.
+    pub cert_pem: String,
+}
+
+/// A parsed join token `SHOAL-1-<ca digest>-<secret>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinToken {
+    /// SHA-256 of the cluster CA certificate, hex.
+    pub ca_digest: String,
+    /// The secret.
+    pub secret: String,
+}
+
+impl std::str::FromStr for JoinToken {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let bad = || {
+            Error::BadRequest("malformed join token: expected SHOAL-1-<ca digest>-<secret>; copy it from `shoal join-token manager` on a manager".into())
+        };
+        let rest = s.trim().strip_prefix("SHOAL-1-").ok_or_else(bad)?;
+        let (digest, secret) = rest.split_once('-').ok_or_else(bad)?;
+        if digest.len() != 64
+            || !digest.bytes().all(|b| b.is_ascii_hexdigit())
+            || secret.is_empty()
+            || secret.contains('-')
+        {
+            return Err(bad());
+        }
+        Ok(Self { ca_digest: digest.to_ascii_lowercase(), secret: secret.to_string() })
+    }
+}
+
 /// The leader's answer to a successful join.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JoinResponse {
@@ -172,6 +224,7 @@ pub struct Manager {
     /// The Raft instance.
     pub raft: Raft<TypeConfig>,
     view: StateView,
+    cert: NodeCert,
     rpc: RpcClient,
     contacts: Contacts,
     leader_contact: Mutex<Instant>,
@@ -233,7 +286,30 @@ impl Manager {
             http_addr: identity.http_addr.clone(),
         };
 
-        let listener = tokio::net::TcpListener::bind(SocketAddr::new(config.bind_ip, config.cluster_port))
+        // The node certificate comes first: the cluster port and every outgoing link need it.
+        let (cert, ca_for_init) = match &mode {
+            StartMode::Init => {
+                let ca = ClusterCa::generate()?;
+                let cert = ca.issue(identity.id, Role::Manager, &[config.advertise_ip], DEFAULT_CERT_DAYS)?;
+                cert.save(&dir)?;
+                (cert, Some(ca))
+            }
+            StartMode::Join { addr, token } => {
+                let cert = Self::obtain_certificate(&identity, config.advertise_ip, addr, token).await?;
+                (cert, None)
+            }
+            StartMode::Resume => {
+                let cert = NodeCert::load(&dir)?.ok_or_else(|| {
+                    Error::BadRequest(format!(
+                        "data dir {} has no node certificate (tls/node.pem); it cannot rejoin",
+                        dir.display()
+                    ))
+                })?;
+                (cert, None)
+            }
+        };
+
+        let tcp = tokio::net::TcpListener::bind(SocketAddr::new(config.bind_ip, config.cluster_port))
             .await
             .map_err(|e| {
                 Error::Unavailable(format!(
@@ -241,6 +317,7 @@ impl Manager {
                     config.bind_ip, config.cluster_port
                 ))
             })?;
+        let listener = TlsListener::new(tcp, cert.server_config()?);
 
         let db = redb::Database::create(dir.join(DB_FILE))
             .map_err(|e| Error::Internal(format!("cannot open {}: {e}", dir.join(DB_FILE).display())))?;
@@ -255,7 +332,7 @@ impl Manager {
         let log_stats = log.stats();
         let sm = StateMachineStore::open(db).map_err(|e| Error::Internal(e.to_string()))?;
         let view = sm.view();
-        let rpc = RpcClient::new();
+        let rpc = RpcClient::new(cert.client_config()?);
         let contacts = Contacts::default();
         let raft_config = Config {
             cluster_name: "shoal".into(),
@@ -278,6 +355,7 @@ impl Manager {
             node: node.clone(),
             raft: raft.clone(),
             view,
+            cert: cert.clone(),
             rpc,
             contacts,
             leader_contact: Mutex::new(Instant::now()),
@@ -287,7 +365,7 @@ impl Manager {
             config,
         });
 
-        let app = crate::rpc::router(manager.clone());
+        let app = crate::rpc::router(manager.clone()).into_make_service_with_connect_info::<Peer>();
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "cluster rpc server stopped");
@@ -295,13 +373,14 @@ impl Manager {
         });
 
         match mode {
-            StartMode::Init => manager.init(&identity).await?,
+            StartMode::Init => manager.init(&identity, ca_for_init.expect("init made a CA")).await?,
             StartMode::Join { addr, token } => {
                 if let Err(e) = manager.join(&addr, &token).await {
                     let _ = manager.raft.shutdown().await;
                     let _ = std::fs::remove_file(dir.join(DB_FILE));
                     return Err(e);
                 }
+                cert.save(&dir)?;
                 identity.save(&dir)?;
             }
             StartMode::Resume => {}
@@ -309,7 +388,7 @@ impl Manager {
         Ok(manager)
     }
 
-    async fn init(&self, identity: &NodeIdentity) -> Result<(), Error> {
+    async fn init(&self, identity: &NodeIdentity, ca: ClusterCa) -> Result<(), Error> {
         let members = BTreeMap::from([(self.id, self.node.clone())]);
         self.raft.initialize(members).await.map_err(|e| Error::Internal(format!("cannot initialise raft: {e}")))?;
         identity.save(&self.config.data_dir)?;
@@ -319,7 +398,8 @@ impl Manager {
             .await
             .map_err(|e| Error::Internal(format!("did not become leader: {e}")))?;
         self.write(Command::InitCluster {
-            cluster_id: random_secret(25),
+            cluster_id: ca.digest()?,
+            ca: Some(ca),
             manager_secret: random_secret(25),
             worker_secret: random_secret(25),
         })
@@ -337,6 +417,88 @@ impl Manager {
         })
         .await
         .map(|_| ())
+    }
+
+    /// Gets a node certificate from the cluster at `addr`: fetch the CA, check it against the
+    /// token's digest before sending anything secret, then send the token and a CSR over TLS that
+    /// verifies the manager against that CA. Unreachable managers are retried with backoff; a
+    /// refused token ends at once.
+    async fn obtain_certificate(
+        identity: &NodeIdentity,
+        ip: IpAddr,
+        addr: &str,
+        token: &str,
+    ) -> Result<NodeCert, Error> {
+        let parsed: JoinToken = token.parse()?;
+        let addr = if addr.contains(':') { addr.to_string() } else { format!("{addr}:2377") };
+        let probe = RpcClient::new(crate::tls::unverified_client_config());
+        let mut backoff = Duration::from_millis(200);
+        let give_up = Instant::now() + Duration::from_secs(120);
+        let ca_pem = loop {
+            match probe.get_text(&addr, "/cluster/ca", Duration::from_secs(5)).await {
+                Ok(pem) => break pem,
+                Err(e) => {
+                    if Instant::now() + backoff > give_up {
+                        return Err(Error::Unavailable(format!(
+                            "could not reach a manager at {addr} within 120 s: {e}"
+                        )));
+                    }
+                    tracing::warn!(error = %e, "cannot reach the manager to join, retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        let digest = crate::tls::ca_digest(&ca_pem)?;
+        if digest != parsed.ca_digest {
+            return Err(Error::Forbidden(format!(
+                "the manager at {addr} presented a cluster CA whose digest ({digest}) does not match the join token; refusing to send the token (wrong cluster, or someone in between)"
+            )));
+        }
+        let (key_pem, csr_pem) = crate::tls::new_csr()?;
+        let client = RpcClient::new(crate::tls::anonymous_client_config(&ca_pem)?);
+        let req = CertificateRequest { token: token.to_string(), id: identity.id, csr_pem, ip };
+        let res: Result<Result<CertificateResponse, Error>, RpcError> =
+            client.call(&addr, "/cluster/certificate", &req, Duration::from_secs(30)).await;
+        match res {
+            Ok(Ok(resp)) => Ok(NodeCert { ca_pem, cert_pem: resp.cert_pem, key_pem }),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(Error::Unavailable(format!("certificate request failed: {e}"))),
+        }
+    }
+
+    /// The cluster CA certificate, PEM (served to joining nodes).
+    pub fn ca_pem(&self) -> String {
+        self.cert.ca_pem.clone()
+    }
+
+    /// Leader side of a certificate request: check the token, sign the CSR with the role the token
+    /// grants. A follower forwards to the leader, which alone decides whether a token is current.
+    pub async fn handle_certificate(&self, req: CertificateRequest) -> Result<CertificateResponse, Error> {
+        if let Some(leader) = self.leader_to_forward()? {
+            let res: Result<Result<CertificateResponse, Error>, RpcError> =
+                self.rpc.call(&leader.cluster_addr, "/cluster/certificate", &req, Duration::from_secs(30)).await;
+            return res.map_err(|e| Error::Unavailable(e.to_string()))?;
+        }
+        let cluster =
+            self.view.read(|s| s.cluster.clone()).ok_or(Error::Unavailable("cluster is still initialising".into()))?;
+        let role = match cluster.role_of(&req.token) {
+            None => {
+                return Err(Error::Forbidden(
+                    "invalid join token: it is not a current token of this cluster (was it rotated?); get one with `shoal join-token manager` on a manager".into(),
+                ));
+            }
+            Some(Role::Worker) => {
+                return Err(Error::Forbidden(
+                    "this is a worker token; worker nodes are not supported by this version yet: join with the manager token (`shoal join-token manager`)".into(),
+                ));
+            }
+            Some(role) => role,
+        };
+        let ca = cluster.ca.ok_or_else(|| Error::Internal("this cluster has no CA".into()))?;
+        let cert_pem = ca.sign(&req.csr_pem, req.id, role, &[req.ip], DEFAULT_CERT_DAYS)?;
+        tracing::info!(node_id = format!("{:016x}", req.id), role = role.as_str(), "issued a node certificate");
+        Ok(CertificateResponse { cert_pem })
     }
 
     async fn join(&self, addr: &str, token: &str) -> Result<(), Error> {

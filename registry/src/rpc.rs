@@ -1,5 +1,8 @@
 //! The cluster RPC: one listener per manager (port 2377) carrying Raft and the calls managers make to
-//! the leader (forwarded writes, read-index, joins). Bodies are bincode over HTTP/1.1 keep-alive.
+//! the leader (forwarded writes, read-index, joins). Bodies are bincode over HTTP/1.1 keep-alive,
+//! inside mutual TLS: every route except the two a joining node needs (`GET /cluster/ca`,
+//! `POST /cluster/certificate`) requires a client certificate from this cluster's CA with the
+//! manager role; anything else is refused and logged.
 //!
 //! The client side distinguishes a request that never left (connection refused: safe to retry) from
 //! one whose outcome is unknown (it may have been applied).
@@ -9,17 +12,19 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
-use crate::manager::{JoinRequest, Manager};
-use crate::types::{Command, TypeConfig};
+use crate::listener::Peer;
+use crate::manager::{CertificateRequest, JoinRequest, Manager};
+use crate::types::{Command, Role, TypeConfig};
 
 /// Why a cluster RPC failed.
 #[derive(Debug, thiserror::Error)]
@@ -49,16 +54,36 @@ pub struct RpcClient {
 }
 
 impl RpcClient {
-    /// A client with pooled keep-alive connections.
-    pub fn new() -> Self {
+    /// A client with pooled keep-alive connections over TLS configured by `tls`.
+    pub fn new(tls: rustls::ClientConfig) -> Self {
+        crate::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(500))
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .no_proxy()
+            .https_only(true)
+            .tls_backend_preconfigured(tls)
             .build()
             .expect("reqwest client");
         Self { http }
+    }
+
+    /// GETs `https://addr/path` and returns the body as text.
+    pub async fn get_text(&self, addr: &str, path: &str, timeout: Duration) -> Result<String, RpcError> {
+        let resp = self.http.get(format!("https://{addr}{path}")).timeout(timeout).send().await.map_err(|e| {
+            if e.is_connect() {
+                RpcError::NotSent { addr: addr.into(), msg: format!("{e:#}") }
+            } else {
+                RpcError::Unknown { addr: addr.into(), msg: format!("{e:#}") }
+            }
+        })?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| RpcError::Unknown { addr: addr.into(), msg: e.to_string() })?;
+        if !status.is_success() {
+            return Err(RpcError::Unknown { addr: addr.into(), msg: format!("{status}: {text}") });
+        }
+        Ok(text)
     }
 
     /// POSTs `req` to `http://addr/path` and decodes the answer.
@@ -71,11 +96,11 @@ impl RpcClient {
     ) -> Result<Resp, RpcError> {
         let body = bincode::serialize(req).map_err(|e| RpcError::NotSent { addr: addr.into(), msg: e.to_string() })?;
         let resp =
-            self.http.post(format!("http://{addr}{path}")).timeout(timeout).body(body).send().await.map_err(|e| {
+            self.http.post(format!("https://{addr}{path}")).timeout(timeout).body(body).send().await.map_err(|e| {
                 if e.is_connect() {
-                    RpcError::NotSent { addr: addr.into(), msg: e.to_string() }
+                    RpcError::NotSent { addr: addr.into(), msg: format!("{e:#}") }
                 } else {
-                    RpcError::Unknown { addr: addr.into(), msg: e.to_string() }
+                    RpcError::Unknown { addr: addr.into(), msg: format!("{e:#}") }
                 }
             })?;
         let status = resp.status();
@@ -91,12 +116,6 @@ impl RpcClient {
     }
 }
 
-impl Default for RpcClient {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
     bincode::deserialize(body).map_err(|e| (StatusCode::BAD_REQUEST, format!("bad rpc body: {e}")).into_response())
 }
@@ -108,17 +127,53 @@ fn encode<T: Serialize>(value: &T) -> Response {
     }
 }
 
-/// The router of the cluster port.
+/// The router of the cluster port (serve it with `ConnectInfo<Peer>`).
 pub fn router(manager: Arc<Manager>) -> Router {
-    Router::new()
+    let managers_only = Router::new()
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
         .route("/raft/snapshot", post(snapshot))
         .route("/cluster/write", post(write))
         .route("/cluster/read-index", post(read_index))
         .route("/cluster/join", post(join))
+        .route_layer(middleware::from_fn(require_manager));
+    Router::new()
+        .merge(managers_only)
+        .route("/cluster/ca", get(ca))
+        .route("/cluster/certificate", post(certificate))
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024 * 1024))
         .with_state(manager)
+}
+
+/// Refuses (and logs) any request not made with a manager certificate of this cluster.
+async fn require_manager(ConnectInfo(peer): ConnectInfo<Peer>, req: Request, next: Next) -> Response {
+    match peer.identity {
+        Some(id) if id.role == Role::Manager => next.run(req).await,
+        Some(id) => {
+            tracing::warn!(peer = %peer.addr, node_id = format!("{:016x}", id.id), path = %req.uri().path(), "refused: a worker certificate cannot call a manager-only RPC");
+            (StatusCode::FORBIDDEN, "manager-only RPC: the client certificate has the worker role\n").into_response()
+        }
+        None => {
+            tracing::warn!(peer = %peer.addr, path = %req.uri().path(), "refused: no client certificate from this cluster");
+            (StatusCode::UNAUTHORIZED, "this RPC needs a client certificate from this cluster's CA\n").into_response()
+        }
+    }
+}
+
+async fn ca(State(m): State<Arc<Manager>>) -> Response {
+    m.ca_pem().into_response()
+}
+
+async fn certificate(State(m): State<Arc<Manager>>, ConnectInfo(peer): ConnectInfo<Peer>, body: Bytes) -> Response {
+    let req: CertificateRequest = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let res = m.handle_certificate(req).await;
+    if let Err(e) = &res {
+        tracing::warn!(peer = %peer.addr, error = %e, "refused a certificate request");
+    }
+    encode(&res)
 }
 
 async fn append(State(m): State<Arc<Manager>>, body: Bytes) -> Response {
@@ -159,11 +214,13 @@ async fn read_index(State(m): State<Arc<Manager>>) -> Response {
     encode(&m.read_index_as_leader().await)
 }
 
-async fn join(State(m): State<Arc<Manager>>, body: Bytes) -> Response {
+async fn join(State(m): State<Arc<Manager>>, ConnectInfo(peer): ConnectInfo<Peer>, body: Bytes) -> Response {
     let req: JoinRequest = match decode(&body) {
         Ok(r) => r,
         Err(e) => return e,
     };
+    // Only a manager certificate gets here (the joining node's own, or a follower forwarding it).
+    tracing::info!(peer = %peer.addr, node_id = format!("{:016x}", req.id), "join request");
     let res: Result<_, Error> = m.handle_join(req).await;
     encode(&res)
 }

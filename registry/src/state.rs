@@ -14,8 +14,10 @@ use crate::types::{Command, CommandResult, NodeId, NodeRecord, Role, ShoalNode};
 /// The cluster's identity and join secrets, written once at `--init`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterInfo {
-    /// Random cluster identifier.
+    /// Cluster identifier: the SHA-256 digest of the root CA certificate, pinned by join tokens.
     pub cluster_id: String,
+    /// The root CA.
+    pub ca: Option<crate::tls::ClusterCa>,
     /// Secret of the manager token.
     pub manager_secret: String,
     /// Secret of the worker token.
@@ -68,12 +70,13 @@ impl State {
     /// Applies one command at `index`. Deterministic.
     pub fn apply(&mut self, index: u64, cmd: &Command) -> CommandResult {
         match cmd {
-            Command::InitCluster { cluster_id, manager_secret, worker_secret } => {
+            Command::InitCluster { cluster_id, ca, manager_secret, worker_secret } => {
                 if self.cluster.is_some() {
                     return CommandResult::Refused("cluster is already initialised".into());
                 }
                 self.cluster = Some(ClusterInfo {
                     cluster_id: cluster_id.clone(),
+                    ca: ca.clone(),
                     manager_secret: manager_secret.clone(),
                     worker_secret: worker_secret.clone(),
                 });
@@ -131,8 +134,12 @@ mod tests {
     #[test]
     fn init_once_and_tokens() {
         let mut s = State::default();
-        let init =
-            Command::InitCluster { cluster_id: "c1".into(), manager_secret: "m".into(), worker_secret: "w".into() };
+        let init = Command::InitCluster {
+            cluster_id: "c1".into(),
+            ca: None,
+            manager_secret: "m".into(),
+            worker_secret: "w".into(),
+        };
         assert_eq!(s.apply(1, &init), CommandResult::Done);
         assert!(matches!(s.apply(2, &init), CommandResult::Refused(_)));
         let c = s.cluster.clone().unwrap();

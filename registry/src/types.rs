@@ -81,8 +81,10 @@ pub struct NodeRecord {
 pub enum Command {
     /// Written once by the first manager: the cluster's identity and join secrets.
     InitCluster {
-        /// Random cluster identifier, part of every join token.
+        /// Cluster identifier, part of every join token: the digest of the root CA certificate.
         cluster_id: String,
+        /// The cluster root CA (certificate and key), so that any leader can issue certificates.
+        ca: Option<crate::tls::ClusterCa>,
         /// Secret of the manager join token.
         manager_secret: String,
         /// Secret of the worker join token.

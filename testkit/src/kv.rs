@@ -66,7 +66,7 @@ impl KvClient {
 
     /// A client with its own request timeout.
     pub fn with_timeout(addr: &str, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder().no_proxy().timeout(timeout).build().expect("client");
+        let http = crate::http_client_builder().timeout(timeout).build().expect("client");
         Self { base: format!("http://{addr}"), http }
     }
 

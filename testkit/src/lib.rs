@@ -294,9 +294,17 @@ impl Drop for Cluster {
     }
 }
 
+/// A reqwest client builder for tests. reqwest is built with `rustls-no-provider` in this
+/// workspace (the cluster port speaks mutual TLS), so the process-wide crypto provider is installed
+/// first, as every Shoal binary does.
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().no_proxy()
+}
+
 /// GETs JSON from `http://addr{path}`; `None` on any failure.
 pub async fn get_json<T: serde::de::DeserializeOwned>(addr: &str, path: &str) -> Option<T> {
-    let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(2)).build().ok()?;
+    let client = http_client_builder().timeout(Duration::from_secs(2)).build().ok()?;
     let r = client.get(format!("http://{addr}{path}")).send().await.ok()?;
     if !r.status().is_success() {
         return None;

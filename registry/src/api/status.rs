@@ -49,8 +49,10 @@ pub(super) async fn agent_self(State(m): State<Arc<Manager>>) -> Response {
 
 fn http() -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT
-        .get_or_init(|| reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().expect("client"))
+    CLIENT.get_or_init(|| {
+        crate::tls::install_crypto_provider();
+        reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().expect("client")
+    })
 }
 
 /// `GET /v1/nodes`: the node table with live status, as the leader sees it. A follower forwards to
