@@ -46,6 +46,13 @@ pub struct NetArgs {
     /// HTTP API port.
     #[arg(long, value_name = "PORT")]
     pub http_port: Option<u16>,
+    /// Address the HTTP API listens on (default: the bind address when it is loopback, else
+    /// 127.0.0.1). Any other address needs --http-token.
+    #[arg(long, value_name = "IP")]
+    pub http_bind: Option<IpAddr>,
+    /// Require this token on every HTTP API request (clients send it as X-Consul-Token).
+    #[arg(long, env = "SHOAL_HTTP_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub http_token: Option<String>,
     /// Leader heartbeat interval in milliseconds.
     #[arg(long, default_value_t = 50, value_name = "MS")]
     pub heartbeat_ms: u64,
@@ -119,8 +126,28 @@ pub async fn run_agent(args: AgentArgs) -> Result<()> {
         (false, Some(addr), Some(token)) => StartMode::Join { addr, token },
         _ => StartMode::Resume,
     };
+    let http = http_listen(&args.net)?;
     let config = config(args.data_dir, &args.net)?;
-    run(config, mode).await
+    run(config, mode, http).await
+}
+
+/// Where the HTTP API listens and which token it requires.
+struct HttpListen {
+    bind: Option<IpAddr>,
+    token: Option<String>,
+}
+
+fn http_listen(net: &NetArgs) -> Result<HttpListen> {
+    let token = net.http_token.clone().filter(|t| !t.is_empty());
+    if let Some(ip) = net.http_bind
+        && !ip.is_loopback()
+        && token.is_none()
+    {
+        bail!(
+            "the HTTP API would listen on {ip}, which is not a loopback address: set a token with --http-token or SHOAL_HTTP_TOKEN (clients send it as X-Consul-Token), or keep the API on loopback"
+        );
+    }
+    Ok(HttpListen { bind: net.http_bind, token })
 }
 
 /// Flags of `shoal dev`.
@@ -143,11 +170,12 @@ pub async fn run_dev(args: DevArgs) -> Result<()> {
         base.join("shoal/dev")
     });
     let mode = if data_dir_in_use(&dir) { StartMode::Resume } else { StartMode::Init };
+    let http = http_listen(&args.net)?;
     let config = config(dir, &args.net)?;
-    run(config, mode).await
+    run(config, mode, http).await
 }
 
-async fn run(config: ManagerConfig, mode: StartMode) -> Result<()> {
+async fn run(config: ManagerConfig, mode: StartMode, http: HttpListen) -> Result<()> {
     if matches!(mode, StartMode::Init | StartMode::Join { .. }) && data_dir_in_use(&config.data_dir) {
         bail!(
             "data dir {dir} already holds a node; restart it with `shoal agent --data-dir {dir}` (without --init/--join), or choose an empty directory",
@@ -160,9 +188,13 @@ async fn run(config: ManagerConfig, mode: StartMode) -> Result<()> {
             config.data_dir.display()
         );
     }
-    let http_addr = SocketAddr::new(config.bind_ip, config.http_port);
+    // The API stays on loopback unless the operator chose otherwise (and then it needs a token).
+    let http_ip =
+        http.bind.unwrap_or(if config.bind_ip.is_loopback() { config.bind_ip } else { IpAddr::from([127, 0, 0, 1]) });
+    let http_addr = SocketAddr::new(http_ip, config.http_port);
+    let http_token = http.token;
     // Bind the API first so a port clash is reported before the node joins anything.
-    let http = tokio::net::TcpListener::bind(http_addr).await.with_context(|| {
+    let http_listener = tokio::net::TcpListener::bind(http_addr).await.with_context(|| {
         format!("cannot listen on {http_addr} for the HTTP API (is another node using it? pick --bind or --http-port)")
     })?;
     let what = match &mode {
@@ -181,7 +213,7 @@ async fn run(config: ManagerConfig, mode: StartMode) -> Result<()> {
         http_addr,
         data_dir.display()
     );
-    let api = tokio::spawn(shoal_registry::api::serve(manager.clone(), http));
+    let api = tokio::spawn(shoal_registry::api::serve(manager.clone(), http_listener, http_token));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

@@ -45,6 +45,11 @@ impl ApiClient {
     /// Sends a request; `Ok(None)` on 404, `Err` on any other failure.
     pub async fn send(&self, method: Method, path_and_query: &str, body: Option<Vec<u8>>) -> Result<Option<Vec<u8>>> {
         let mut req = self.http.request(method, format!("{}{}", self.base, path_and_query));
+        if let Ok(token) = std::env::var("SHOAL_HTTP_TOKEN")
+            && !token.is_empty()
+        {
+            req = req.header("X-Consul-Token", token);
+        }
         if let Some(b) = body {
             req = req.body(b);
         }

@@ -280,7 +280,8 @@ async fn two_managers_cannot_lose_one_but_three_can() {
     assert_eq!(c.client(leader).put("swarm/a", b"1", "").await, Ok(true));
 
     c.kill(other);
-    let res = KvClient::with_timeout(&c.nodes[leader].http_addr(), Duration::from_secs(10)).put("swarm/b", b"2", "").await;
+    let res =
+        KvClient::with_timeout(&c.nodes[leader].http_addr(), Duration::from_secs(10)).put("swarm/b", b"2", "").await;
     assert_eq!(res, Err(KvError::Status(503, "no elected cluster leader".into())), "2 managers minus 1 has no quorum");
 
     c.restart(other);

@@ -97,3 +97,87 @@ async fn join_tokens_pin_the_ca_and_bad_tokens_end_at_once() {
         assert!(took < Duration::from_secs(5));
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_http_api_stays_on_loopback_unless_a_token_guards_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // A non-loopback API without a token is refused before anything starts.
+    let out = Command::new(shoal_bin())
+        .args(["agent", "--init", "--data-dir"])
+        .arg(dir.path().join("open"))
+        .args(["--bind", "127.0.0.1", "--http-bind", "0.0.0.0", "--cluster-port", "0", "--http-port", "0"])
+        .env_remove("SHOAL_HTTP_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not a loopback address: set a token"), "{}", stderr(&out));
+
+    // With a token, requests without it get 403 and no data; with it, they work (the CLI reads
+    // SHOAL_HTTP_TOKEN).
+    let ip = format!("127.{}.{}.9", rand_octet(), rand_octet());
+    let _node = KillOnDrop(
+        Command::new(shoal_bin())
+            .args(["agent", "--init", "--data-dir"])
+            .arg(dir.path().join("guarded"))
+            .args(["--bind", &ip, "--http-token", "s3cret"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let http = shoal_testkit::http_client_builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let base = format!("http://{ip}:8500");
+    let with_token = shoal_testkit::wait_for("the guarded node", Duration::from_secs(15), || {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let r = http
+                .put(format!("{base}/v1/kv/secret"))
+                .header("X-Consul-Token", "s3cret")
+                .body("v")
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 200).then_some(r.status())
+        }
+    })
+    .await;
+    assert_eq!(with_token, 200);
+    for req in [
+        http.get(format!("{base}/v1/kv/secret")),
+        http.get(format!("{base}/v1/kv/secret")).header("X-Consul-Token", "wrong"),
+        http.get(format!("{base}/v1/status/leader")),
+        http.put(format!("{base}/v1/kv/secret")).body("overwrite"),
+    ] {
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 403);
+        assert!(r.text().await.unwrap().contains("Permission denied"));
+    }
+    let r = http.get(format!("{base}/v1/kv/secret?raw&token=s3cret")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "v", "?token= works and nothing was overwritten");
+    let out = Command::new(shoal_bin())
+        .args(["--http-addr", &format!("{ip}:8500"), "kv", "get", "secret"])
+        .env("SHOAL_HTTP_TOKEN", "s3cret")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "v\n", "{}", stderr(&out));
+    let out = Command::new(shoal_bin())
+        .args(["--http-addr", &format!("{ip}:8500"), "kv", "get", "secret"])
+        .env_remove("SHOAL_HTTP_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && stderr(&out).contains("Permission denied"), "{}", stderr(&out));
+}
+
+/// Kills (by PID) the process this test started, even when an assertion fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn rand_octet() -> u8 {
+    (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() % 250 + 2) as u8
+}

@@ -812,6 +812,19 @@ impl Manager {
         Ok(out)
     }
 
+    /// The node table with live status as the leader sees it, from any manager (a follower asks the
+    /// leader over the cluster RPC).
+    pub async fn nodes(&self) -> Result<Vec<ManagerStatus>, Error> {
+        match self.leader_to_forward()? {
+            None => self.manager_statuses(),
+            Some(leader) => {
+                let res: Result<Result<Vec<ManagerStatus>, Error>, RpcError> =
+                    self.rpc.call(&leader.cluster_addr, "/cluster/nodes", &(), Duration::from_secs(5)).await;
+                res.map_err(|_| Error::NoLeader)?
+            }
+        }
+    }
+
     /// Replaces the secret of a join token and returns the new token.
     pub async fn rotate_token(&self, role: Role) -> Result<String, Error> {
         self.write(Command::RotateToken { role, secret: random_secret(25) }).await?;

@@ -136,6 +136,7 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .route("/cluster/write", post(write))
         .route("/cluster/read-index", post(read_index))
         .route("/cluster/join", post(join))
+        .route("/cluster/nodes", post(nodes))
         .route_layer(middleware::from_fn(require_manager));
     Router::new()
         .merge(managers_only)
@@ -208,6 +209,10 @@ async fn write(State(m): State<Arc<Manager>>, body: Bytes) -> Response {
         Err(e) => return e,
     };
     encode(&m.write_as_leader(cmd).await)
+}
+
+async fn nodes(State(m): State<Arc<Manager>>) -> Response {
+    encode(&m.manager_statuses())
 }
 
 async fn read_index(State(m): State<Arc<Manager>>) -> Response {

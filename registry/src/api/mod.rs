@@ -35,9 +35,46 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .with_state(manager)
 }
 
-/// Serves the API on `listener` until the process ends.
-pub async fn serve(manager: Arc<Manager>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
-    axum::serve(listener, router(manager)).await
+/// Serves the API on `listener` until the process ends. With `token`, every request must carry it
+/// (`X-Consul-Token`, `Authorization: Bearer`, or `?token=`); others get 403 and no data.
+pub async fn serve(
+    manager: Arc<Manager>,
+    listener: tokio::net::TcpListener,
+    token: Option<String>,
+) -> std::io::Result<()> {
+    let app = match token {
+        None => router(manager),
+        Some(token) => {
+            router(manager).layer(axum::middleware::from_fn(move |req, next| require_token(token.clone(), req, next)))
+        }
+    };
+    axum::serve(listener, app).await
+}
+
+/// Whether `req` carries `token`.
+fn has_token(req: &axum::extract::Request, token: &str) -> bool {
+    let h = req.headers();
+    let header = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
+    if header("X-Consul-Token") == Some(token) {
+        return true;
+    }
+    if header("Authorization").and_then(|v| v.strip_prefix("Bearer ")) == Some(token) {
+        return true;
+    }
+    let q = query::Query::parse(req.uri().query());
+    q.get("token") == Some(token)
+}
+
+async fn require_token(token: String, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if has_token(&req, &token) {
+        return next.run(req).await;
+    }
+    tracing::warn!(path = %req.uri().path(), "refused an HTTP API request without a valid token");
+    (
+        StatusCode::FORBIDDEN,
+        "Permission denied: this API needs a token (X-Consul-Token header or SHOAL_HTTP_TOKEN for the CLI)\n",
+    )
+        .into_response()
 }
 
 /// The `X-Consul-*` headers of a read answered at `index`.

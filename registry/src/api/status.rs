@@ -1,7 +1,6 @@
 //! Status, node and cluster endpoints.
 
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -12,7 +11,7 @@ use serde_json::json;
 use super::error_response;
 use super::query::DATACENTER;
 use crate::error::Error;
-use crate::manager::{Manager, ManagerStatus, NOT_LEADER};
+use crate::manager::Manager;
 use crate::types::Role;
 
 /// `GET /v1/status/leader`: the leader's cluster address, `""` when there is none.
@@ -47,31 +46,11 @@ pub(super) async fn agent_self(State(m): State<Arc<Manager>>) -> Response {
     .into_response()
 }
 
-fn http() -> &'static reqwest::Client {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        crate::tls::install_crypto_provider();
-        reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().expect("client")
-    })
-}
-
-/// `GET /v1/nodes`: the node table with live status, as the leader sees it. A follower forwards to
-/// the leader; with no leader the answer is 503.
+/// `GET /v1/nodes`: the node table with live status, as the leader sees it (a follower asks the
+/// leader); with no leader the answer is 503.
 pub(super) async fn nodes(State(m): State<Arc<Manager>>) -> Response {
-    match m.manager_statuses() {
+    match m.nodes().await {
         Ok(rows) => axum::Json(rows).into_response(),
-        Err(Error::Unavailable(msg)) if msg == NOT_LEADER => {
-            let Some((_, leader)) = m.leader() else { return error_response(&Error::NoLeader, None) };
-            let res = http().get(format!("http://{}/v1/nodes", leader.http_addr)).send().await;
-            match res {
-                Ok(r) if r.status().is_success() => match r.json::<Vec<ManagerStatus>>().await {
-                    Ok(rows) => axum::Json(rows).into_response(),
-                    Err(e) => error_response(&Error::Unavailable(format!("bad answer from the leader: {e}")), None),
-                },
-                Ok(r) => error_response(&Error::Unavailable(format!("the leader answered {}", r.status())), None),
-                Err(_) => error_response(&Error::NoLeader, None),
-            }
-        }
         Err(e) => error_response(&e, None),
     }
 }
