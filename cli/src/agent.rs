@@ -65,6 +65,10 @@ pub struct NetArgs {
     /// Log entries kept behind a snapshot for lagging followers.
     #[arg(long, default_value_t = 1_000, value_name = "N")]
     pub keep_logs: u64,
+    /// Validity of the node certificates this manager issues, e.g. 2160h (90 days, the default), 30d,
+    /// 45s; nodes renew theirs after two thirds of it.
+    #[arg(long, default_value = "90d", value_name = "DURATION")]
+    pub cert_expiry: String,
     /// UNSAFE, for tests only: never fsync the Raft log (acknowledged writes are lost on a crash).
     #[arg(long, hide = true)]
     pub unsafe_no_fsync: bool,
@@ -92,6 +96,24 @@ fn parse_range(s: &str) -> Result<(Duration, Duration)> {
     Ok((Duration::from_millis(a), Duration::from_millis(b)))
 }
 
+fn parse_expiry(s: &str) -> Result<Duration> {
+    let bad = || anyhow::anyhow!("--cert-expiry {s:?}: use a number with a unit: 90d, 2160h, 30m, 45s (at least 10s)");
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(bad()),
+    };
+    if secs < 10 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
 fn config(data_dir: PathBuf, net: &NetArgs) -> Result<ManagerConfig> {
     let stored = NodeIdentity::load(&data_dir).map_err(anyhow::Error::new)?;
     let defaults = ManagerConfig::default();
@@ -115,6 +137,7 @@ fn config(data_dir: PathBuf, net: &NetArgs) -> Result<ManagerConfig> {
         snapshot_threshold: net.snapshot_threshold.max(1),
         keep_logs: net.keep_logs,
         unsafe_no_fsync: net.unsafe_no_fsync,
+        cert_validity: parse_expiry(&net.cert_expiry)?,
         ..defaults
     })
 }

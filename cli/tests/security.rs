@@ -181,3 +181,63 @@ impl Drop for KillOnDrop {
 fn rand_octet() -> u8 {
     (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() % 250 + 2) as u8
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn certificates_renew_before_expiry_and_an_expired_one_is_refused() {
+    let opts = ClusterOptions { agent_args: vec!["--cert-expiry".into(), "12s".into()] };
+    let c = Cluster::start(3, opts).await;
+    let tls = |f: &str| c.nodes[1].data_dir.join("tls").join(f);
+    let saved = tempfile::tempdir().unwrap();
+    let (old_cert, old_key) = (saved.path().join("old.pem"), saved.path().join("old.key"));
+    std::fs::copy(tls("node.pem"), &old_cert).unwrap();
+    std::fs::copy(tls("node.key"), &old_key).unwrap();
+    let old_pem = std::fs::read_to_string(&old_cert).unwrap();
+    let not_after = {
+        let cert =
+            shoal_registry::tls::NodeCert { ca_pem: String::new(), cert_pem: old_pem.clone(), key_pem: String::new() };
+        cert.validity().unwrap().1
+    };
+
+    // Wait until the saved certificate has expired; meanwhile every node renews its own.
+    shoal_testkit::wait_for("the old certificate to expire", Duration::from_secs(30), || async {
+        (std::time::SystemTime::now() > not_after + Duration::from_secs(1)).then_some(())
+    })
+    .await;
+    for i in 0..3 {
+        assert!(
+            c.log_tail(i, 400).contains("renewed the node certificate"),
+            "node {} renewed:\n{}",
+            i + 1,
+            c.log_tail(i, 30)
+        );
+    }
+    assert_ne!(std::fs::read_to_string(tls("node.pem")).unwrap(), old_pem, "a new certificate is on disk");
+
+    // The cluster kept working across the renewals, without restarts.
+    let leader = c.wait_leader(Duration::from_secs(5)).await;
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    assert_eq!(c.client(follower).put("renewed", b"yes", "").await, Ok(true));
+
+    // The expired certificate is refused at the handshake; the renewed one is let in.
+    let ca = tls("ca.pem").to_string_lossy().into_owned();
+    let url = format!("https://{}/raft/vote", c.nodes[0].cluster_addr());
+    let (rc, code) =
+        curl(&["--cacert", &ca, "--cert", old_cert.to_str().unwrap(), "--key", old_key.to_str().unwrap(), &url]);
+    assert!(rc != 0 && code == "000", "expired certificate: curl exit {rc}, status {code}");
+    let (rc, code) = curl(&[
+        "--cacert",
+        &ca,
+        "--cert",
+        tls("node.pem").to_str().unwrap(),
+        "--key",
+        tls("node.key").to_str().unwrap(),
+        &url,
+    ]);
+    assert_eq!((rc, code.as_str()), (0, "400"), "renewed certificate");
+    let log = c.log_tail(0, 400);
+    assert!(
+        log.contains("TLS handshake failed") && log.contains("expired"),
+        "the refusal is logged:\n{}",
+        c.log_tail(0, 20)
+    );
+}

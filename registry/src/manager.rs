@@ -32,7 +32,7 @@ use crate::proposer::Proposer;
 use crate::read_barrier::ReadBarrier;
 use crate::rpc::{RpcClient, RpcError};
 use crate::state_machine::{StateMachineStore, StateView};
-use crate::tls::{ClusterCa, DEFAULT_CERT_DAYS, NodeCert};
+use crate::tls::{ClusterCa, DEFAULT_CERT_VALIDITY, LiveCert, NodeCert, PeerIdentity};
 use crate::types::{Command, CommandResult, NodeId, Role, ShoalNode, TypeConfig};
 
 const NODE_FILE: &str = "node.json";
@@ -67,6 +67,9 @@ pub struct ManagerConfig {
     /// Never fsync the Raft log. UNSAFE: acknowledged writes are lost on a crash. Only for tests that
     /// prove the crash tests can fail.
     pub unsafe_no_fsync: bool,
+    /// Validity of the node certificates this manager issues (when it leads). Nodes renew theirs
+    /// after two thirds of it.
+    pub cert_validity: Duration,
 }
 
 impl Default for ManagerConfig {
@@ -84,6 +87,7 @@ impl Default for ManagerConfig {
             keep_logs: 1_000,
             write_timeout: Duration::from_millis(4_500),
             unsafe_no_fsync: false,
+            cert_validity: DEFAULT_CERT_VALIDITY,
         }
     }
 }
@@ -172,6 +176,15 @@ pub struct CertificateRequest {
     pub ip: IpAddr,
 }
 
+/// A member's request for a renewed certificate (over mutual TLS: the current certificate says who).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenewRequest {
+    /// CSR for the new key, PEM.
+    pub csr_pem: String,
+    /// The IP it advertises.
+    pub ip: IpAddr,
+}
+
 /// The leader's answer to a certificate request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CertificateResponse {
@@ -224,7 +237,7 @@ pub struct Manager {
     /// The Raft instance.
     pub raft: Raft<TypeConfig>,
     view: StateView,
-    cert: NodeCert,
+    cert: LiveCert,
     rpc: RpcClient,
     contacts: Contacts,
     leader_contact: Mutex<Instant>,
@@ -290,7 +303,7 @@ impl Manager {
         let (cert, ca_for_init) = match &mode {
             StartMode::Init => {
                 let ca = ClusterCa::generate()?;
-                let cert = ca.issue(identity.id, Role::Manager, &[config.advertise_ip], DEFAULT_CERT_DAYS)?;
+                let cert = ca.issue(identity.id, Role::Manager, &[config.advertise_ip], config.cert_validity)?;
                 cert.save(&dir)?;
                 (cert, Some(ca))
             }
@@ -317,7 +330,8 @@ impl Manager {
                     config.bind_ip, config.cluster_port
                 ))
             })?;
-        let listener = TlsListener::new(tcp, cert.server_config()?);
+        let live = LiveCert::new(cert.clone())?;
+        let listener = TlsListener::new(tcp, live.server_config()?);
 
         let db = redb::Database::create(dir.join(DB_FILE))
             .map_err(|e| Error::Internal(format!("cannot open {}: {e}", dir.join(DB_FILE).display())))?;
@@ -332,7 +346,7 @@ impl Manager {
         let log_stats = log.stats();
         let sm = StateMachineStore::open(db).map_err(|e| Error::Internal(e.to_string()))?;
         let view = sm.view();
-        let rpc = RpcClient::new(cert.client_config()?);
+        let rpc = RpcClient::new(live.client_config()?);
         let contacts = Contacts::default();
         let raft_config = Config {
             cluster_name: "shoal".into(),
@@ -355,7 +369,7 @@ impl Manager {
             node: node.clone(),
             raft: raft.clone(),
             view,
-            cert: cert.clone(),
+            cert: live,
             rpc,
             contacts,
             leader_contact: Mutex::new(Instant::now()),
@@ -385,6 +399,7 @@ impl Manager {
             }
             StartMode::Resume => {}
         }
+        tokio::spawn(manager.clone().renew_certificates());
         Ok(manager)
     }
 
@@ -469,7 +484,69 @@ impl Manager {
 
     /// The cluster CA certificate, PEM (served to joining nodes).
     pub fn ca_pem(&self) -> String {
-        self.cert.ca_pem.clone()
+        self.cert.current().ca_pem
+    }
+
+    /// The node certificate in use.
+    pub fn node_cert(&self) -> NodeCert {
+        self.cert.current()
+    }
+
+    /// Keeps this node's certificate fresh: after two thirds of its validity, get a new one from
+    /// the leader (or sign it, when leading), store it and swap it into TLS. Runs until the process ends.
+    pub async fn renew_certificates(self: Arc<Self>) {
+        loop {
+            let due = match self.cert.current().validity() {
+                Ok((from, to)) => from + to.duration_since(from).unwrap_or_default() * 2 / 3,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the node certificate; renewal stopped");
+                    return;
+                }
+            };
+            if let Ok(wait) = due.duration_since(std::time::SystemTime::now()) {
+                tokio::time::sleep(wait).await;
+            }
+            match self.renew_once().await {
+                Ok(until) => tracing::info!(valid_until = ?until, "renewed the node certificate"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "certificate renewal failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    async fn renew_once(&self) -> Result<std::time::SystemTime, Error> {
+        let (key_pem, csr_pem) = crate::tls::new_csr()?;
+        let current = self.cert.current();
+        let ip = self.config.advertise_ip;
+        let cert_pem = match self.leader_to_forward()? {
+            None => self.sign_renewal(&csr_pem, self.identity(), ip)?,
+            Some(leader) => {
+                let req = RenewRequest { csr_pem, ip };
+                let res: Result<Result<String, Error>, RpcError> =
+                    self.rpc.call(&leader.cluster_addr, "/cluster/renew", &req, Duration::from_secs(10)).await;
+                res.map_err(|e| Error::Unavailable(e.to_string()))??
+            }
+        };
+        let renewed = NodeCert { ca_pem: current.ca_pem, cert_pem, key_pem };
+        renewed.save(&self.config.data_dir)?;
+        self.cert.replace(renewed.clone())?;
+        Ok(renewed.validity()?.1)
+    }
+
+    fn identity(&self) -> PeerIdentity {
+        PeerIdentity { id: self.id, role: Role::Manager }
+    }
+
+    /// Leader side of a renewal: a new certificate for the identity the caller's current
+    /// certificate proves.
+    pub fn sign_renewal(&self, csr_pem: &str, who: PeerIdentity, ip: IpAddr) -> Result<String, Error> {
+        let ca = self.view.read(|s| s.cluster.as_ref().and_then(|c| c.ca.clone())).ok_or(Error::NoLeader)?;
+        if self.view.read(|s| !s.nodes.contains_key(&who.id)) {
+            return Err(Error::Forbidden(format!("node {:016x} is not a member of this cluster", who.id)));
+        }
+        ca.sign(csr_pem, who.id, who.role, &[ip], self.config.cert_validity)
     }
 
     /// Leader side of a certificate request: check the token, sign the CSR with the role the token
@@ -496,7 +573,7 @@ impl Manager {
             Some(role) => role,
         };
         let ca = cluster.ca.ok_or_else(|| Error::Internal("this cluster has no CA".into()))?;
-        let cert_pem = ca.sign(&req.csr_pem, req.id, role, &[req.ip], DEFAULT_CERT_DAYS)?;
+        let cert_pem = ca.sign(&req.csr_pem, req.id, role, &[req.ip], self.config.cert_validity)?;
         tracing::info!(node_id = format!("{:016x}", req.id), role = role.as_str(), "issued a node certificate");
         Ok(CertificateResponse { cert_pem })
     }

@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::Error;
 use crate::listener::Peer;
-use crate::manager::{CertificateRequest, JoinRequest, Manager};
+use crate::manager::{CertificateRequest, JoinRequest, Manager, RenewRequest};
 use crate::types::{Command, Role, TypeConfig};
 
 /// Why a cluster RPC failed.
@@ -138,8 +138,10 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .route("/cluster/join", post(join))
         .route("/cluster/nodes", post(nodes))
         .route_layer(middleware::from_fn(require_manager));
+    let members = Router::new().route("/cluster/renew", post(renew)).route_layer(middleware::from_fn(require_member));
     Router::new()
         .merge(managers_only)
+        .merge(members)
         .route("/cluster/ca", get(ca))
         .route("/cluster/certificate", post(certificate))
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024 * 1024))
@@ -159,6 +161,29 @@ async fn require_manager(ConnectInfo(peer): ConnectInfo<Peer>, req: Request, nex
             (StatusCode::UNAUTHORIZED, "this RPC needs a client certificate from this cluster's CA\n").into_response()
         }
     }
+}
+
+/// Refuses (and logs) any request not made with a certificate of this cluster, whatever its role.
+async fn require_member(ConnectInfo(peer): ConnectInfo<Peer>, req: Request, next: Next) -> Response {
+    if peer.identity.is_some() {
+        return next.run(req).await;
+    }
+    tracing::warn!(peer = %peer.addr, path = %req.uri().path(), "refused: no client certificate from this cluster");
+    (StatusCode::UNAUTHORIZED, "this RPC needs a client certificate from this cluster's CA\n").into_response()
+}
+
+async fn renew(State(m): State<Arc<Manager>>, ConnectInfo(peer): ConnectInfo<Peer>, body: Bytes) -> Response {
+    let req: RenewRequest = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let who = peer.identity.expect("checked by require_member");
+    let res = m.sign_renewal(&req.csr_pem, who, req.ip);
+    match &res {
+        Ok(_) => tracing::info!(node_id = format!("{:016x}", who.id), "renewed a node certificate"),
+        Err(e) => tracing::warn!(peer = %peer.addr, error = %e, "refused a certificate renewal"),
+    }
+    encode(&res)
 }
 
 async fn ca(State(m): State<Arc<Manager>>) -> Response {

@@ -8,7 +8,8 @@
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
@@ -23,8 +24,8 @@ use sha2::{Digest, Sha256};
 use crate::error::Error;
 use crate::types::{NodeId, Role};
 
-/// How long node certificates live by default.
-pub const DEFAULT_CERT_DAYS: u64 = 90;
+/// How long node certificates live by default (Swarm's default too).
+pub const DEFAULT_CERT_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
 
 const CA_FILE: &str = "ca.pem";
 const CERT_FILE: &str = "node.pem";
@@ -75,20 +76,27 @@ impl ClusterCa {
     }
 
     /// Signs a node certificate for `id`/`role` valid for `ips`, over the public key of `csr_pem`.
-    pub fn sign(&self, csr_pem: &str, id: NodeId, role: Role, ips: &[IpAddr], days: u64) -> Result<String, Error> {
+    pub fn sign(
+        &self,
+        csr_pem: &str,
+        id: NodeId,
+        role: Role,
+        ips: &[IpAddr],
+        validity: Duration,
+    ) -> Result<String, Error> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| Error::BadRequest(format!("invalid certificate signing request: {e}")))?;
         let key = KeyPair::from_pem(&self.key_pem).map_err(|e| tls_err("ca key", e))?;
         let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, key).map_err(|e| tls_err("ca certificate", e))?;
-        let params = node_params(id, role, ips, days)?;
+        let params = node_params(id, role, ips, validity)?;
         let cert = params.signed_by(&csr.public_key, &issuer).map_err(|e| tls_err("signing", e))?;
         Ok(cert.pem())
     }
 
     /// Issues a key and certificate directly (used for the first manager).
-    pub fn issue(&self, id: NodeId, role: Role, ips: &[IpAddr], days: u64) -> Result<NodeCert, Error> {
+    pub fn issue(&self, id: NodeId, role: Role, ips: &[IpAddr], validity: Duration) -> Result<NodeCert, Error> {
         let (key_pem, csr) = new_csr()?;
-        let cert_pem = self.sign(&csr, id, role, ips, days)?;
+        let cert_pem = self.sign(&csr, id, role, ips, validity)?;
         Ok(NodeCert { ca_pem: self.cert_pem.clone(), cert_pem, key_pem })
     }
 }
@@ -97,7 +105,7 @@ fn time_now() -> time::OffsetDateTime {
     time::OffsetDateTime::now_utc()
 }
 
-fn node_params(id: NodeId, role: Role, ips: &[IpAddr], days: u64) -> Result<CertificateParams, Error> {
+fn node_params(id: NodeId, role: Role, ips: &[IpAddr], validity: Duration) -> Result<CertificateParams, Error> {
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| tls_err("node params", e))?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, format!("node-{id:016x}"));
@@ -107,8 +115,11 @@ fn node_params(id: NodeId, role: Role, ips: &[IpAddr], days: u64) -> Result<Cert
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.use_authority_key_identifier_extension = true;
-    params.not_before = time_now() - time::Duration::minutes(5);
-    params.not_after = time_now() + time::Duration::days(days as i64);
+    // A little slack before "now" for clocks that differ slightly between nodes (at most 30 s, and
+    // a tenth of the validity so that short test validities still renew on time).
+    let slack = (validity.as_secs() / 10).min(30) as i64;
+    params.not_before = time_now() - time::Duration::seconds(slack);
+    params.not_after = time_now() + time::Duration::seconds(validity.as_secs() as i64);
     Ok(params)
 }
 
@@ -192,6 +203,23 @@ impl NodeCert {
         Ok(())
     }
 
+    /// `(not before, not after)` of the node certificate.
+    pub fn validity(&self) -> Result<(SystemTime, SystemTime), Error> {
+        let der =
+            CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).map_err(|e| tls_err("bad node certificate", e))?;
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(der.as_ref()).map_err(|e| tls_err("bad node certificate", e))?;
+        let v = cert.validity();
+        let at = |t: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(t.max(0) as u64);
+        Ok((at(v.not_before.timestamp()), at(v.not_after.timestamp())))
+    }
+
+    fn certified_key(&self) -> Result<Arc<rustls::sign::CertifiedKey>, Error> {
+        let (chain, key) = self.chain_and_key()?;
+        let signer = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| tls_err("node key", e))?;
+        Ok(Arc::new(rustls::sign::CertifiedKey::new(chain, signer)))
+    }
+
     fn roots(&self) -> Result<RootCertStore, Error> {
         let mut roots = RootCertStore::empty();
         for c in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
@@ -207,20 +235,48 @@ impl NodeCert {
         let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).map_err(|e| tls_err("bad node key", e))?;
         Ok((chain, key))
     }
+}
+
+/// The node's certificate as TLS uses it, replaceable at run time: renewal swaps it in and every new
+/// handshake, in and out, uses the new one — no restart.
+#[derive(Debug, Clone)]
+pub struct LiveCert {
+    inner: Arc<RwLock<(NodeCert, Arc<rustls::sign::CertifiedKey>)>>,
+}
+
+impl LiveCert {
+    /// Wraps `cert`.
+    pub fn new(cert: NodeCert) -> Result<Self, Error> {
+        let key = cert.certified_key()?;
+        Ok(Self { inner: Arc::new(RwLock::new((cert, key))) })
+    }
+
+    /// The certificate in use.
+    pub fn current(&self) -> NodeCert {
+        self.inner.read().expect("cert lock").0.clone()
+    }
+
+    /// Swaps in a renewed certificate.
+    pub fn replace(&self, cert: NodeCert) -> Result<(), Error> {
+        let key = cert.certified_key()?;
+        *self.inner.write().expect("cert lock") = (cert, key);
+        Ok(())
+    }
+
+    fn key(&self) -> Arc<rustls::sign::CertifiedKey> {
+        self.inner.read().expect("cert lock").1.clone()
+    }
 
     /// The cluster port's server side: presents the node certificate; a client certificate from the
     /// cluster CA is verified when offered and required by every route except the join routes.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, Error> {
         install_crypto_provider();
-        let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(self.roots()?))
+        let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(self.current().roots()?))
             .allow_unauthenticated()
             .build()
             .map_err(|e| tls_err("client verifier", e))?;
-        let (chain, key) = self.chain_and_key()?;
-        let mut config = ServerConfig::builder()
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain, key)
-            .map_err(|e| tls_err("server config", e))?;
+        let mut config =
+            ServerConfig::builder().with_client_cert_verifier(verifier).with_cert_resolver(Arc::new(self.clone()));
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
@@ -228,11 +284,29 @@ impl NodeCert {
     /// The client side of node-to-node links: trusts only the cluster CA and presents the node certificate.
     pub fn client_config(&self) -> Result<ClientConfig, Error> {
         install_crypto_provider();
-        let (chain, key) = self.chain_and_key()?;
-        ClientConfig::builder()
-            .with_root_certificates(self.roots()?)
-            .with_client_auth_cert(chain, key)
-            .map_err(|e| tls_err("client config", e))
+        Ok(ClientConfig::builder()
+            .with_root_certificates(self.current().roots()?)
+            .with_client_cert_resolver(Arc::new(self.clone())))
+    }
+}
+
+impl rustls::server::ResolvesServerCert for LiveCert {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.key())
+    }
+}
+
+impl rustls::client::ResolvesClientCert for LiveCert {
+    fn resolve(
+        &self,
+        _hints: &[&[u8]],
+        _schemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.key())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }
 
@@ -311,19 +385,23 @@ mod tests {
     #[test]
     fn issued_certificates_carry_identity_and_chain_to_the_ca() {
         let ca = ClusterCa::generate().unwrap();
-        let node = ca.issue(0xabc, Role::Manager, &["127.0.0.1".parse().unwrap()], 90).unwrap();
+        let node = ca.issue(0xabc, Role::Manager, &["127.0.0.1".parse().unwrap()], DEFAULT_CERT_VALIDITY).unwrap();
         let der = CertificateDer::from_pem_slice(node.cert_pem.as_bytes()).unwrap();
         assert_eq!(PeerIdentity::from_cert(&der), Some(PeerIdentity { id: 0xabc, role: Role::Manager }));
         assert_eq!(ca.digest().unwrap().len(), 64);
         assert_ne!(ca.digest().unwrap(), ClusterCa::generate().unwrap().digest().unwrap());
-        node.server_config().unwrap();
-        node.client_config().unwrap();
+        let live = LiveCert::new(node.clone()).unwrap();
+        live.server_config().unwrap();
+        live.client_config().unwrap();
+        let (from, to) = node.validity().unwrap();
+        let days = to.duration_since(from).unwrap().as_secs() / 86_400;
+        assert_eq!(days, 90);
     }
 
     #[test]
     fn bad_csr_is_a_bad_request() {
         let ca = ClusterCa::generate().unwrap();
-        let err = ca.sign("not a csr", 1, Role::Worker, &[], 1).unwrap_err();
+        let err = ca.sign("not a csr", 1, Role::Worker, &[], DEFAULT_CERT_VALIDITY).unwrap_err();
         assert!(err.to_string().contains("invalid certificate signing request"), "{err}");
     }
 }
