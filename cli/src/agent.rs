@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use shoal_registry::manager::{NodeIdentity, data_dir_in_use};
-use shoal_registry::{Manager, ManagerConfig, StartMode};
+use shoal_registry::node::RunningNode;
+use shoal_registry::{ManagerConfig, StartMode};
 
 /// Flags of `shoal agent`.
 #[derive(Args, Debug)]
@@ -227,16 +228,30 @@ async fn run(config: ManagerConfig, mode: StartMode, http: HttpListen) -> Result
     };
     tracing::info!(data_dir = %config.data_dir.display(), "{what}");
     let data_dir = config.data_dir.clone();
-    let manager = Manager::start(config, mode).await.map_err(anyhow::Error::new)?;
-    eprintln!(
-        "shoal manager {:016x} ({}) is up: cluster {} · HTTP API http://{} · data {}",
-        manager.id,
-        manager.node.name,
-        manager.node.cluster_addr,
-        http_addr,
-        data_dir.display()
-    );
-    let api = tokio::spawn(shoal_registry::api::serve(manager.clone(), http_listener, http_token));
+    let node = shoal_registry::node::start(config, mode).await.map_err(anyhow::Error::new)?;
+    let api = match &node {
+        RunningNode::Manager(manager) => {
+            eprintln!(
+                "shoal manager {:016x} ({}) is up: cluster {} · HTTP API http://{} · data {}",
+                manager.id,
+                manager.node.name,
+                manager.node.cluster_addr,
+                http_addr,
+                data_dir.display()
+            );
+            tokio::spawn(shoal_registry::api::serve(manager.clone(), http_listener, http_token))
+        }
+        RunningNode::Worker(worker) => {
+            eprintln!(
+                "shoal worker {:016x} ({}) is up: reporting to the managers · data {}",
+                worker.id,
+                worker.identity.name,
+                data_dir.display()
+            );
+            let app = worker.clone().api_router();
+            tokio::spawn(async move { axum::serve(http_listener, app).await })
+        }
+    };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
@@ -244,6 +259,8 @@ async fn run(config: ManagerConfig, mode: StartMode, http: HttpListen) -> Result
         res = api => { res??; }
     }
     tracing::info!("shutting down");
-    manager.shutdown().await;
+    if let RunningNode::Manager(manager) = node {
+        manager.shutdown().await;
+    }
     Ok(())
 }

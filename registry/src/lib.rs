@@ -15,6 +15,7 @@ pub mod listener;
 pub mod log_store;
 pub mod manager;
 pub mod network;
+pub mod node;
 pub mod proposer;
 pub mod read_barrier;
 pub mod rpc;
@@ -23,6 +24,7 @@ pub mod state_machine;
 pub mod tls;
 pub mod types;
 pub mod watch;
+pub mod worker;
 
 pub use error::{Error, NO_LEADER};
 pub use manager::{Manager, ManagerConfig, ManagerStatus, StartMode};

@@ -70,6 +70,8 @@ pub struct ManagerConfig {
     /// Validity of the node certificates this manager issues (when it leads). Nodes renew theirs
     /// after two thirds of it.
     pub cert_validity: Duration,
+    /// A worker not heard from for this long is shown as down.
+    pub down_window: Duration,
 }
 
 impl Default for ManagerConfig {
@@ -88,6 +90,7 @@ impl Default for ManagerConfig {
             write_timeout: Duration::from_millis(4_500),
             unsafe_no_fsync: false,
             cert_validity: DEFAULT_CERT_VALIDITY,
+            down_window: Duration::from_secs(5),
         }
     }
 }
@@ -121,6 +124,13 @@ pub struct NodeIdentity {
     pub http_addr: String,
     /// Listen IP.
     pub bind_ip: IpAddr,
+    /// Manager or worker (from the join token).
+    #[serde(default = "manager_role")]
+    pub role: Role,
+}
+
+fn manager_role() -> Role {
+    Role::Manager
 }
 
 impl NodeIdentity {
@@ -136,7 +146,8 @@ impl NodeIdentity {
         }
     }
 
-    fn save(&self, dir: &Path) -> Result<(), Error> {
+    /// Writes `node.json` durably.
+    pub fn save(&self, dir: &Path) -> Result<(), Error> {
         let tmp = dir.join(format!("{NODE_FILE}.tmp"));
         let body = serde_json::to_vec_pretty(self).expect("identity serialises");
         let write = || -> std::io::Result<()> {
@@ -241,6 +252,7 @@ pub struct Manager {
     rpc: RpcClient,
     contacts: Contacts,
     leader_contact: Mutex<Instant>,
+    workers_seen: Mutex<std::collections::HashMap<NodeId, Instant>>,
     proposer: Proposer,
     reads: ReadBarrier,
     log_stats: Arc<LogStats>,
@@ -257,71 +269,21 @@ pub fn data_dir_in_use(dir: &Path) -> bool {
 }
 
 impl Manager {
-    /// Opens storage, starts Raft and the cluster RPC listener, then initialises, joins or resumes.
-    pub async fn start(mut config: ManagerConfig, mode: StartMode) -> Result<Arc<Manager>, Error> {
+    /// Starts a manager whose identity and certificate are settled (see [`crate::node::start`]):
+    /// opens storage, starts Raft and the cluster RPC listener, then initialises, joins or resumes.
+    pub(crate) async fn launch(
+        config: ManagerConfig,
+        mode: StartMode,
+        identity: NodeIdentity,
+        cert: NodeCert,
+        ca_for_init: Option<ClusterCa>,
+    ) -> Result<Arc<Manager>, Error> {
         let dir = config.data_dir.clone();
-        let identity = NodeIdentity::load(&dir)?;
-        match (&mode, &identity) {
-            (StartMode::Init | StartMode::Join { .. }, _) if data_dir_in_use(&dir) => {
-                return Err(Error::BadRequest(format!(
-                    "data dir {} already holds a node; restart it with `shoal agent --data-dir {}` (without --init/--join), or choose an empty directory",
-                    dir.display(),
-                    dir.display()
-                )));
-            }
-            (StartMode::Resume, None) => {
-                return Err(Error::BadRequest(format!(
-                    "data dir {} holds no node; start a new cluster with --init or join one with --join ADDR --token TOKEN",
-                    dir.display()
-                )));
-            }
-            _ => {}
-        }
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::Internal(format!("cannot create data dir {}: {e}", dir.display())))?;
-
-        let identity = match identity {
-            Some(id) => {
-                config.name = id.name.clone();
-                id
-            }
-            None => NodeIdentity {
-                id: rand::rng().random_range(1..u64::MAX >> 1),
-                name: config.name.clone(),
-                cluster_addr: SocketAddr::new(config.advertise_ip, config.cluster_port).to_string(),
-                http_addr: SocketAddr::new(config.advertise_ip, config.http_port).to_string(),
-                bind_ip: config.bind_ip,
-            },
-        };
         let node = ShoalNode {
             name: identity.name.clone(),
             cluster_addr: identity.cluster_addr.clone(),
             http_addr: identity.http_addr.clone(),
         };
-
-        // The node certificate comes first: the cluster port and every outgoing link need it.
-        let (cert, ca_for_init) = match &mode {
-            StartMode::Init => {
-                let ca = ClusterCa::generate()?;
-                let cert = ca.issue(identity.id, Role::Manager, &[config.advertise_ip], config.cert_validity)?;
-                cert.save(&dir)?;
-                (cert, Some(ca))
-            }
-            StartMode::Join { addr, token } => {
-                let cert = Self::obtain_certificate(&identity, config.advertise_ip, addr, token).await?;
-                (cert, None)
-            }
-            StartMode::Resume => {
-                let cert = NodeCert::load(&dir)?.ok_or_else(|| {
-                    Error::BadRequest(format!(
-                        "data dir {} has no node certificate (tls/node.pem); it cannot rejoin",
-                        dir.display()
-                    ))
-                })?;
-                (cert, None)
-            }
-        };
-
         let tcp = tokio::net::TcpListener::bind(SocketAddr::new(config.bind_ip, config.cluster_port))
             .await
             .map_err(|e| {
@@ -373,6 +335,7 @@ impl Manager {
             rpc,
             contacts,
             leader_contact: Mutex::new(Instant::now()),
+            workers_seen: Mutex::default(),
             proposer: Proposer::start(raft.clone()),
             reads: ReadBarrier::new(raft.clone(), config.write_timeout),
             log_stats,
@@ -438,7 +401,7 @@ impl Manager {
     /// token's digest before sending anything secret, then send the token and a CSR over TLS that
     /// verifies the manager against that CA. Unreachable managers are retried with backoff; a
     /// refused token ends at once.
-    async fn obtain_certificate(
+    pub(crate) async fn obtain_certificate(
         identity: &NodeIdentity,
         ip: IpAddr,
         addr: &str,
@@ -563,11 +526,6 @@ impl Manager {
             None => {
                 return Err(Error::Forbidden(
                     "invalid join token: it is not a current token of this cluster (was it rotated?); get one with `shoal join-token manager` on a manager".into(),
-                ));
-            }
-            Some(Role::Worker) => {
-                return Err(Error::Forbidden(
-                    "this is a worker token; worker nodes are not supported by this version yet: join with the manager token (`shoal join-token manager`)".into(),
                 ));
             }
             Some(role) => role,
@@ -886,6 +844,19 @@ impl Manager {
                 role: Role::Manager,
             });
         }
+        let seen = self.workers_seen.lock().expect("workers lock").clone();
+        for (id, n) in records.iter().filter(|(_, n)| n.role == Role::Worker) {
+            let up = seen.get(id).is_some_and(|t| t.elapsed() < self.config.down_window);
+            out.push(ManagerStatus {
+                id: format!("{id:016x}"),
+                name: n.name.clone(),
+                address: n.cluster_addr.clone(),
+                http_address: n.http_addr.clone(),
+                status: if up { "Ready" } else { "Down" }.into(),
+                manager_status: String::new(),
+                role: Role::Worker,
+            });
+        }
         Ok(out)
     }
 
@@ -900,6 +871,46 @@ impl Manager {
                 res.map_err(|_| Error::NoLeader)?
             }
         }
+    }
+
+    /// A worker's heartbeat: the leader records when it was seen and registers the node in the node
+    /// table the first time (or when its addresses change); followers forward it.
+    pub async fn handle_heartbeat(&self, hb: crate::worker::Heartbeat) -> Result<crate::worker::ManagerList, Error> {
+        if let Some(leader) = self.leader_to_forward()? {
+            let res: Result<Result<crate::worker::ManagerList, Error>, RpcError> =
+                self.rpc.call(&leader.cluster_addr, "/cluster/heartbeat", &hb, Duration::from_secs(3)).await;
+            return res.map_err(|e| Error::Unavailable(e.to_string()))?;
+        }
+        if self.view.read(|s| s.removed.contains(&hb.id)) {
+            return Err(Error::Forbidden(format!("node {:016x} was removed from this cluster", hb.id)));
+        }
+        let known = self.view.read(|s| {
+            s.nodes.get(&hb.id).is_some_and(|n| {
+                n.role == Role::Worker
+                    && n.name == hb.name
+                    && n.cluster_addr == hb.cluster_addr
+                    && n.http_addr == hb.http_addr
+            })
+        });
+        if !known {
+            self.write(Command::NodeUpsert {
+                id: hb.id,
+                name: hb.name.clone(),
+                cluster_addr: hb.cluster_addr.clone(),
+                http_addr: hb.http_addr.clone(),
+                role: Role::Worker,
+            })
+            .await?;
+            tracing::info!(node_id = format!("{:016x}", hb.id), name = %hb.name, "worker registered");
+        }
+        self.workers_seen.lock().expect("workers lock").insert(hb.id, Instant::now());
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let managers = membership
+            .voter_ids()
+            .filter_map(|id| membership.get_node(&id).map(|n| (n.cluster_addr.clone(), n.http_addr.clone())))
+            .collect();
+        Ok(crate::worker::ManagerList { managers })
     }
 
     /// Replaces the secret of a join token and returns the new token.

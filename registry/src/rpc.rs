@@ -137,8 +137,11 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .route("/cluster/read-index", post(read_index))
         .route("/cluster/join", post(join))
         .route("/cluster/nodes", post(nodes))
-        .route_layer(middleware::from_fn(require_manager));
-    let members = Router::new().route("/cluster/renew", post(renew)).route_layer(middleware::from_fn(require_member));
+        .route_layer(middleware::from_fn_with_state(manager.clone(), require_manager));
+    let members = Router::new()
+        .route("/cluster/renew", post(renew))
+        .route("/cluster/heartbeat", post(heartbeat))
+        .route_layer(middleware::from_fn_with_state(manager.clone(), require_member));
     Router::new()
         .merge(managers_only)
         .merge(members)
@@ -149,8 +152,14 @@ pub fn router(manager: Arc<Manager>) -> Router {
 }
 
 /// Refuses (and logs) any request not made with a manager certificate of this cluster.
-async fn require_manager(ConnectInfo(peer): ConnectInfo<Peer>, req: Request, next: Next) -> Response {
+async fn require_manager(
+    State(m): State<Arc<Manager>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    req: Request,
+    next: Next,
+) -> Response {
     match peer.identity {
+        Some(id) if is_removed(&m, id.id) => refuse_removed(&peer, id.id),
         Some(id) if id.role == Role::Manager => next.run(req).await,
         Some(id) => {
             tracing::warn!(peer = %peer.addr, node_id = format!("{:016x}", id.id), path = %req.uri().path(), "refused: a worker certificate cannot call a manager-only RPC");
@@ -164,12 +173,29 @@ async fn require_manager(ConnectInfo(peer): ConnectInfo<Peer>, req: Request, nex
 }
 
 /// Refuses (and logs) any request not made with a certificate of this cluster, whatever its role.
-async fn require_member(ConnectInfo(peer): ConnectInfo<Peer>, req: Request, next: Next) -> Response {
-    if peer.identity.is_some() {
-        return next.run(req).await;
+async fn require_member(
+    State(m): State<Arc<Manager>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match peer.identity {
+        Some(id) if is_removed(&m, id.id) => return refuse_removed(&peer, id.id),
+        Some(_) => return next.run(req).await,
+        None => {}
     }
     tracing::warn!(peer = %peer.addr, path = %req.uri().path(), "refused: no client certificate from this cluster");
     (StatusCode::UNAUTHORIZED, "this RPC needs a client certificate from this cluster's CA\n").into_response()
+}
+
+fn is_removed(m: &Manager, id: crate::types::NodeId) -> bool {
+    m.view().read(|s| s.removed.contains(&id))
+}
+
+fn refuse_removed(peer: &Peer, id: crate::types::NodeId) -> Response {
+    tracing::warn!(peer = %peer.addr, node_id = format!("{id:016x}"), "refused: the certificate belongs to a removed node");
+    (StatusCode::FORBIDDEN, "this node was removed from the cluster; its certificate is no longer accepted\n")
+        .into_response()
 }
 
 async fn renew(State(m): State<Arc<Manager>>, ConnectInfo(peer): ConnectInfo<Peer>, body: Bytes) -> Response {
@@ -184,6 +210,22 @@ async fn renew(State(m): State<Arc<Manager>>, ConnectInfo(peer): ConnectInfo<Pee
         Err(e) => tracing::warn!(peer = %peer.addr, error = %e, "refused a certificate renewal"),
     }
     encode(&res)
+}
+
+async fn heartbeat(State(m): State<Arc<Manager>>, ConnectInfo(peer): ConnectInfo<Peer>, body: Bytes) -> Response {
+    let hb: crate::worker::Heartbeat = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let who = peer.identity.expect("checked by require_member");
+    // A worker speaks for itself; a manager may forward a worker's heartbeat to the leader.
+    if who.role == Role::Worker && who.id != hb.id {
+        tracing::warn!(peer = %peer.addr, "refused: a worker sent a heartbeat for another node");
+        return encode(&Err::<crate::worker::ManagerList, _>(Error::Forbidden(
+            "a worker can only report for itself".into(),
+        )));
+    }
+    encode(&m.handle_heartbeat(hb).await)
 }
 
 async fn ca(State(m): State<Arc<Manager>>) -> Response {

@@ -57,6 +57,8 @@ pub struct State {
     pub cluster: Option<ClusterInfo>,
     /// The node table.
     pub nodes: BTreeMap<NodeId, NodeRecord>,
+    /// Nodes removed from the cluster: their certificates are no longer accepted.
+    pub removed: std::collections::BTreeSet<NodeId>,
     /// The KV table.
     pub kv: KvTable,
 }
@@ -108,7 +110,10 @@ impl State {
                 );
                 CommandResult::Done
             }
-            Command::NodeRemove { id } => CommandResult::Applied(self.nodes.remove(id).is_some()),
+            Command::NodeRemove { id } => {
+                self.removed.insert(*id);
+                CommandResult::Applied(self.nodes.remove(id).is_some())
+            }
             Command::KvSet { key, value, flags, cas } => {
                 CommandResult::Applied(self.kv.set(index, key, value.clone(), *flags, *cas))
             }

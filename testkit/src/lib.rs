@@ -61,6 +61,8 @@ pub struct Node {
     log: PathBuf,
     child: Option<Child>,
     paused: bool,
+    /// Whether the node joined as a worker.
+    pub worker: bool,
 }
 
 impl Node {
@@ -137,7 +139,7 @@ impl Cluster {
         let ip = self.ip(i);
         let data_dir = self.dir.path().join(format!("node{}", i + 1));
         let log = self.dir.path().join(format!("node{}.log", i + 1));
-        let mut node = Node { ip, data_dir, log, child: None, paused: false };
+        let mut node = Node { ip, data_dir, log, child: None, paused: false, worker: false };
         let mut args: Vec<String> = mode.iter().map(|s| s.to_string()).collect();
         args.extend(["--name".into(), format!("node{}", i + 1)]);
         self.launch(&mut node, &args);
@@ -165,7 +167,7 @@ impl Cluster {
 
     /// Adds a manager that joins with the manager token through node 0 (or any running node).
     pub async fn add_manager(&mut self) -> usize {
-        let via = self.nodes.iter().position(Node::is_running).expect("a running node");
+        let via = self.nodes.iter().position(|n| n.is_running() && !n.worker).expect("a running manager");
         let token = self.token(via).await;
         let join = self.nodes[via].cluster_addr();
         let i = self.spawn_node(&["--join", &join, "--token", &token]);
@@ -182,13 +184,39 @@ impl Cluster {
         i
     }
 
+    /// Adds a worker that joins with the worker token through node `via`; returns its index once
+    /// the managers list it as ready.
+    pub async fn add_worker(&mut self, via: usize) -> usize {
+        let token = self.token_for(via, "worker").await;
+        let join = self.nodes[via].cluster_addr();
+        let i = self.spawn_node(&["--join", &join, "--token", &token]);
+        self.nodes[i].worker = true;
+        let name = format!("node{}", i + 1);
+        let probe = self.nodes[via].http_addr();
+        wait_for(&format!("worker {name} to be ready"), Duration::from_secs(30), || {
+            let (name, probe) = (name.clone(), probe.clone());
+            async move {
+                let nodes: Vec<serde_json::Value> = get_json(&probe, "/v1/nodes").await?;
+                nodes.iter().any(|n| n["Name"] == name.as_str() && n["Status"] == "Ready").then_some(())
+            }
+        })
+        .await;
+        i
+    }
+
     /// The manager join token, read from node `via`.
     pub async fn token(&self, via: usize) -> String {
+        self.token_for(via, "manager").await
+    }
+
+    /// The join token for `role` (`manager` or `worker`), read from node `via`.
+    pub async fn token_for(&self, via: usize, role: &str) -> String {
         let addr = self.nodes[via].http_addr();
+        let path = format!("/v1/cluster/join-token/{role}");
         wait_for("join token", Duration::from_secs(10), || {
-            let addr = addr.clone();
+            let (addr, path) = (addr.clone(), path.clone());
             async move {
-                let v: serde_json::Value = get_json(&addr, "/v1/cluster/join-token/manager").await?;
+                let v: serde_json::Value = get_json(&addr, &path).await?;
                 v["Token"].as_str().map(str::to_string)
             }
         })
@@ -198,7 +226,7 @@ impl Cluster {
     /// The index of the node that running nodes agree is the leader, if any.
     pub async fn leader(&self) -> Option<usize> {
         let mut seen = None;
-        for n in self.nodes.iter().filter(|n| n.is_running() && !n.paused) {
+        for n in self.nodes.iter().filter(|n| n.is_running() && !n.paused && !n.worker) {
             let addr: String = get_json(&n.http_addr(), "/v1/status/leader").await?;
             if addr.is_empty() {
                 return None;
@@ -239,7 +267,14 @@ impl Cluster {
         assert!(!self.nodes[i].is_running(), "node {} is still running", i + 1);
         let mut node = std::mem::replace(
             &mut self.nodes[i],
-            Node { ip: Ipv4Addr::LOCALHOST, data_dir: PathBuf::new(), log: PathBuf::new(), child: None, paused: false },
+            Node {
+                ip: Ipv4Addr::LOCALHOST,
+                data_dir: PathBuf::new(),
+                log: PathBuf::new(),
+                child: None,
+                paused: false,
+                worker: false,
+            },
         );
         self.launch(&mut node, &[]);
         self.nodes[i] = node;

@@ -1,0 +1,80 @@
+//! Managers and workers formed with tokens; roles enforced by certificates.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use shoal_testkit::{Cluster, ClusterOptions, get_json, shoal_bin, wait_for};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_managers_and_two_workers() {
+    let mut c = Cluster::start(3, ClusterOptions::default()).await;
+    let w1 = c.add_worker(1).await;
+    let w2 = c.add_worker(2).await;
+
+    // `shoal node ls` from a follower: five nodes, one leader, workers without a manager status.
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let out =
+        Command::new(shoal_bin()).args(["--http-addr", &c.nodes[follower].http_addr(), "node", "ls"]).output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{table}");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(table.lines().count(), 6, "header + 5 nodes:\n{table}");
+    assert_eq!(table.matches("Leader").count(), 1, "{table}");
+    assert_eq!(table.matches("Reachable").count(), 2, "{table}");
+    assert_eq!(table.matches("Ready").count(), 5, "{table}");
+    let nodes: Vec<serde_json::Value> = get_json(&c.nodes[leader].http_addr(), "/v1/nodes").await.unwrap();
+    let workers: Vec<&serde_json::Value> = nodes.iter().filter(|n| n["Role"] == "worker").collect();
+    assert_eq!(workers.len(), 2, "{nodes:?}");
+    assert!(workers.iter().all(|w| w["ManagerStatus"] == ""));
+
+    // A worker's certificate cannot call manager-only RPCs.
+    let tls = |f: &str| c.nodes[w1].data_dir.join("tls").join(f).to_string_lossy().into_owned();
+    for path in ["/raft/append", "/raft/vote", "/cluster/write", "/cluster/join"] {
+        let out = Command::new("curl")
+            .args(["-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "--data-binary", "x"])
+            .args(["--cacert", &tls("ca.pem"), "--cert", &tls("node.pem"), "--key", &tls("node.key")])
+            .arg(format!("https://{}{path}", c.nodes[leader].cluster_addr()))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "403", "{path} with a worker certificate");
+    }
+    assert!(c.log_tail(leader, 300).contains("refused: a worker certificate cannot call a manager-only RPC"));
+
+    // A worker's API refuses cluster requests and names a manager to use.
+    let out = Command::new(shoal_bin())
+        .args(["--http-addr", &c.nodes[w2].http_addr(), "kv", "put", "k", "v"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("this node is a worker") && err.contains("--http-addr 127."),
+        "{err}"
+    );
+
+    // A stopped worker is marked down within the down window (5 s) + 1 s.
+    c.kill(w2);
+    let name = format!("node{}", w2 + 1);
+    let killed = Instant::now();
+    let probe = c.nodes[leader].http_addr();
+    wait_for("the stopped worker to be down", Duration::from_secs(6), || {
+        let (probe, name) = (probe.clone(), name.clone());
+        async move {
+            let nodes: Vec<serde_json::Value> = get_json(&probe, "/v1/nodes").await?;
+            nodes.iter().any(|n| n["Name"] == name.as_str() && n["Status"] == "Down").then_some(())
+        }
+    })
+    .await;
+    println!("worker marked down {:?} after it was killed", killed.elapsed());
+
+    // It comes back by itself after a restart, from its data dir.
+    c.restart(w2);
+    wait_for("the restarted worker to be ready", Duration::from_secs(10), || {
+        let (probe, name) = (probe.clone(), name.clone());
+        async move {
+            let nodes: Vec<serde_json::Value> = get_json(&probe, "/v1/nodes").await?;
+            nodes.iter().any(|n| n["Name"] == name.as_str() && n["Status"] == "Ready").then_some(())
+        }
+    })
+    .await;
+}

@@ -1,0 +1,106 @@
+//! Starting a node: settle its identity and certificate, then run it as a manager (Raft member) or a
+//! worker, as its join token (or its data dir) says.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rand::Rng;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+use crate::error::Error;
+use crate::manager::{Manager, ManagerConfig, NodeIdentity, StartMode, data_dir_in_use};
+use crate::tls::{ClusterCa, NodeCert, PeerIdentity};
+use crate::types::Role;
+use crate::worker::Worker;
+
+/// A running node.
+pub enum RunningNode {
+    /// A Raft member keeping the registry.
+    Manager(Arc<Manager>),
+    /// A node that only runs tasks (and, for now, reports liveness).
+    Worker(Arc<Worker>),
+}
+
+fn role_of(cert: &NodeCert) -> Result<Role, Error> {
+    let der = CertificateDer::from_pem_slice(cert.cert_pem.as_bytes())
+        .map_err(|e| Error::Internal(format!("bad node certificate: {e}")))?;
+    PeerIdentity::from_cert(der.as_ref())
+        .map(|p| p.role)
+        .ok_or_else(|| Error::Internal("the node certificate names no role".into()))
+}
+
+/// Starts a node in `mode` with `config`.
+pub async fn start(mut config: ManagerConfig, mode: StartMode) -> Result<RunningNode, Error> {
+    let dir = config.data_dir.clone();
+    let stored = NodeIdentity::load(&dir)?;
+    match (&mode, &stored) {
+        (StartMode::Init | StartMode::Join { .. }, _) if data_dir_in_use(&dir) => {
+            return Err(Error::BadRequest(format!(
+                "data dir {} already holds a node; restart it with `shoal agent --data-dir {}` (without --init/--join), or choose an empty directory",
+                dir.display(),
+                dir.display()
+            )));
+        }
+        (StartMode::Resume, None) => {
+            return Err(Error::BadRequest(format!(
+                "data dir {} holds no node; start a new cluster with --init or join one with --join ADDR --token TOKEN",
+                dir.display()
+            )));
+        }
+        _ => {}
+    }
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::Internal(format!("cannot create data dir {}: {e}", dir.display())))?;
+
+    let mut identity = match stored {
+        Some(id) => {
+            config.name = id.name.clone();
+            id
+        }
+        None => NodeIdentity {
+            id: rand::rng().random_range(1..u64::MAX >> 1),
+            name: config.name.clone(),
+            cluster_addr: SocketAddr::new(config.advertise_ip, config.cluster_port).to_string(),
+            http_addr: SocketAddr::new(config.advertise_ip, config.http_port).to_string(),
+            bind_ip: config.bind_ip,
+            role: Role::Manager,
+        },
+    };
+
+    // The node certificate comes first: the cluster port and every outgoing link need it.
+    let (cert, ca_for_init) = match &mode {
+        StartMode::Init => {
+            let ca = ClusterCa::generate()?;
+            let cert = ca.issue(identity.id, Role::Manager, &[config.advertise_ip], config.cert_validity)?;
+            cert.save(&dir)?;
+            (cert, Some(ca))
+        }
+        StartMode::Join { addr, token } => {
+            (Manager::obtain_certificate(&identity, config.advertise_ip, addr, token).await?, None)
+        }
+        StartMode::Resume => {
+            let cert = NodeCert::load(&dir)?.ok_or_else(|| {
+                Error::BadRequest(format!(
+                    "data dir {} has no node certificate (tls/node.pem); it cannot rejoin",
+                    dir.display()
+                ))
+            })?;
+            (cert, None)
+        }
+    };
+    identity.role = role_of(&cert)?;
+
+    match identity.role {
+        Role::Manager => Ok(RunningNode::Manager(Manager::launch(config, mode, identity, cert, ca_for_init).await?)),
+        Role::Worker => {
+            let first = match &mode {
+                StartMode::Join { addr, .. } => {
+                    Some(if addr.contains(':') { addr.clone() } else { format!("{addr}:2377") })
+                }
+                _ => None,
+            };
+            Ok(RunningNode::Worker(Worker::launch(config, identity, cert, first).await?))
+        }
+    }
+}

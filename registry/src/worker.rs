@@ -1,0 +1,167 @@
+//! A worker node: it holds a worker certificate, keeps no cluster state and reports liveness to the
+//! managers with a heartbeat over the cluster RPC. (Running tasks arrives with the agent; gossip
+//! liveness with the gossip crate.)
+//!
+//! Its HTTP API refuses every request with a message naming a manager's API to use instead.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::manager::{ManagerConfig, NodeIdentity};
+use crate::rpc::{RpcClient, RpcError};
+use crate::tls::{LiveCert, NodeCert};
+use crate::types::NodeId;
+
+/// How often a worker reports to the managers.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A worker's heartbeat (sent to any manager; followers forward it to the leader).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The worker's ID (must match its certificate when it sends the heartbeat itself).
+    pub id: NodeId,
+    /// Its name.
+    pub name: String,
+    /// Its advertised cluster address.
+    pub cluster_addr: String,
+    /// Its HTTP API address.
+    pub http_addr: String,
+}
+
+/// The managers, as the leader lists them in answer to a heartbeat.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ManagerList {
+    /// `(cluster address, HTTP address)` of each voter.
+    pub managers: Vec<(String, String)>,
+}
+
+/// A running worker.
+pub struct Worker {
+    /// Node ID.
+    pub id: NodeId,
+    /// Identity and addresses.
+    pub identity: NodeIdentity,
+    rpc: RpcClient,
+    managers: Mutex<ManagerList>,
+    data_dir: std::path::PathBuf,
+}
+
+impl Worker {
+    /// Starts the heartbeat. `first` is the manager the node joined through (none on a restart:
+    /// the managers come from the data dir).
+    pub(crate) async fn launch(
+        config: ManagerConfig,
+        identity: NodeIdentity,
+        cert: NodeCert,
+        first: Option<String>,
+    ) -> Result<Arc<Worker>, Error> {
+        let dir = config.data_dir.clone();
+        let live = LiveCert::new(cert.clone())?;
+        let rpc = RpcClient::new(live.client_config()?);
+        let known = match first {
+            Some(addr) => ManagerList { managers: vec![(addr, String::new())] },
+            None => load_managers(&dir),
+        };
+        let worker = Arc::new(Worker {
+            id: identity.id,
+            identity: identity.clone(),
+            rpc,
+            managers: Mutex::new(known),
+            data_dir: dir.clone(),
+        });
+        // The first heartbeat registers the node; a join is complete only when it is accepted.
+        worker.beat().await?;
+        cert.save(&dir)?;
+        identity.save(&dir)?;
+        let w = worker.clone();
+        tokio::spawn(async move { w.heartbeat_loop().await });
+        Ok(worker)
+    }
+
+    async fn beat(&self) -> Result<(), Error> {
+        let hb = Heartbeat {
+            id: self.id,
+            name: self.identity.name.clone(),
+            cluster_addr: self.identity.cluster_addr.clone(),
+            http_addr: self.identity.http_addr.clone(),
+        };
+        let targets: Vec<String> =
+            self.managers.lock().expect("managers lock").managers.iter().map(|m| m.0.clone()).collect();
+        let mut last = Error::NoLeader;
+        for addr in targets {
+            let res: Result<Result<ManagerList, Error>, RpcError> =
+                self.rpc.call(&addr, "/cluster/heartbeat", &hb, Duration::from_secs(3)).await;
+            match res {
+                Ok(Ok(list)) if !list.managers.is_empty() => {
+                    let changed = {
+                        let mut known = self.managers.lock().expect("managers lock");
+                        let changed = known.managers != list.managers;
+                        *known = list;
+                        changed
+                    };
+                    if changed {
+                        self.save_managers();
+                    }
+                    return Ok(());
+                }
+                Ok(Ok(_)) => last = Error::NoLeader,
+                Ok(Err(e)) if !e.is_retryable() => return Err(e),
+                Ok(Err(e)) => last = e,
+                Err(e) => last = Error::Unavailable(e.to_string()),
+            }
+        }
+        Err(last)
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>) {
+        tracing::info!("registered with the managers");
+        loop {
+            tokio::time::sleep(HEARTBEAT_INTERVAL).await;
+            if let Err(e) = self.beat().await {
+                tracing::warn!(error = %e, "heartbeat to the managers failed");
+            }
+        }
+    }
+
+    /// A manager's HTTP API address to point clients at.
+    pub fn manager_api(&self) -> Option<String> {
+        self.managers.lock().expect("managers lock").managers.iter().map(|m| m.1.clone()).find(|a| !a.is_empty())
+    }
+
+    /// The worker's HTTP API: every request is refused with a pointer to a manager.
+    pub fn api_router(self: Arc<Self>) -> Router {
+        Router::new().fallback(move || {
+            let w = self.clone();
+            async move { refuse(&w) }
+        })
+    }
+}
+
+fn refuse(w: &Worker) -> Response {
+    let hint = match w.manager_api() {
+        Some(api) => format!("send it to a manager, e.g. --http-addr {api}"),
+        None => "send it to a manager's API".into(),
+    };
+    (StatusCode::FORBIDDEN, format!("this node is a worker and keeps no cluster state: {hint}\n")).into_response()
+}
+
+fn load_managers(dir: &std::path::Path) -> ManagerList {
+    // A restarted worker finds the managers through the addresses it last heard of.
+    std::fs::read(dir.join("managers.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+impl Worker {
+    /// Remembers the managers in the data dir, for restarts.
+    fn save_managers(&self) {
+        let list = self.managers.lock().expect("managers lock").clone();
+        if let Ok(b) = serde_json::to_vec(&list) {
+            let _ = std::fs::write(self.data_dir.join("managers.json"), b);
+        }
+    }
+}
