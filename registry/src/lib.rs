@@ -14,6 +14,7 @@ pub mod kv;
 pub mod listener;
 pub mod log_store;
 pub mod manager;
+pub mod membership;
 pub mod network;
 pub mod node;
 pub mod proposer;

@@ -1,0 +1,466 @@
+//! Membership: how nodes join (certificates, tokens, learners promoted to voters), renew their
+//! certificates, report liveness (workers), and how the node table is reported.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::ChangeMembers;
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::error::Error;
+use crate::manager::{Manager, NOT_LEADER, NodeIdentity, random_secret};
+use crate::rpc::{RpcClient, RpcError};
+use crate::tls::{NodeCert, PeerIdentity};
+use crate::types::{Command, NodeId, Role, ShoalNode, TypeConfig};
+
+/// A join request, sent by a new node to any manager and forwarded to the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// The token given on the command line.
+    pub token: String,
+    /// The new node's ID.
+    pub id: NodeId,
+    /// The new node's addresses.
+    pub node: ShoalNode,
+}
+
+/// A joining node's request for a certificate (sent over TLS that verifies the server against the
+/// CA pinned by the token; the node has no certificate yet).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertificateRequest {
+    /// The join token; its role decides the certificate's role.
+    pub token: String,
+    /// The new node's ID.
+    pub id: NodeId,
+    /// Its certificate signing request, PEM.
+    pub csr_pem: String,
+    /// The IP it advertises (the certificate's SAN).
+    pub ip: IpAddr,
+}
+
+/// The leader's answer to a certificate request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertificateResponse {
+    /// The signed node certificate, PEM.
+    pub cert_pem: String,
+}
+
+/// A parsed join token `SHOAL-1-<ca digest>-<secret>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinToken {
+    /// SHA-256 of the cluster CA certificate, hex.
+    pub ca_digest: String,
+    /// The secret.
+    pub secret: String,
+}
+
+impl std::str::FromStr for JoinToken {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let bad = || {
+            Error::BadRequest("malformed join token: expected SHOAL-1-<ca digest>-<secret>; copy it from `shoal join-token manager` on a manager".into())
+        };
+        let rest = s.trim().strip_prefix("SHOAL-1-").ok_or_else(bad)?;
+        let (digest, secret) = rest.split_once('-').ok_or_else(bad)?;
+        if digest.len() != 64
+            || !digest.bytes().all(|b| b.is_ascii_hexdigit())
+            || secret.is_empty()
+            || secret.contains('-')
+        {
+            return Err(bad());
+        }
+        Ok(Self { ca_digest: digest.to_ascii_lowercase(), secret: secret.to_string() })
+    }
+}
+
+/// A member's request for a renewed certificate (over mutual TLS: the current certificate says who).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenewRequest {
+    /// CSR for the new key, PEM.
+    pub csr_pem: String,
+    /// The IP it advertises.
+    pub ip: IpAddr,
+}
+
+/// The leader's answer to a successful join.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinResponse {
+    /// The cluster joined.
+    pub cluster_id: String,
+}
+
+/// One row of `shoal node ls`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ManagerStatus {
+    /// Node ID, 16 hex digits (a string: JSON numbers lose precision above 2^53).
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Cluster address.
+    pub address: String,
+    /// HTTP API address.
+    pub http_address: String,
+    /// Ready or Down.
+    pub status: String,
+    /// Leader, Reachable, Unreachable, Joining.
+    pub manager_status: String,
+    /// Role.
+    pub role: Role,
+}
+
+impl Manager {
+    /// Gets a node certificate from the cluster at `addr`: fetch the CA, check it against the
+    /// token's digest before sending anything secret, then send the token and a CSR over TLS that
+    /// verifies the manager against that CA. Unreachable managers are retried with backoff; a
+    /// refused token ends at once.
+    pub(crate) async fn obtain_certificate(
+        identity: &NodeIdentity,
+        ip: IpAddr,
+        addr: &str,
+        token: &str,
+    ) -> Result<NodeCert, Error> {
+        let parsed: JoinToken = token.parse()?;
+        let addr = if addr.contains(':') { addr.to_string() } else { format!("{addr}:2377") };
+        let probe = RpcClient::new(crate::tls::unverified_client_config());
+        let mut backoff = Duration::from_millis(200);
+        let give_up = Instant::now() + Duration::from_secs(120);
+        let ca_pem = loop {
+            match probe.get_text(&addr, "/cluster/ca", Duration::from_secs(5)).await {
+                Ok(pem) => break pem,
+                Err(e) => {
+                    if Instant::now() + backoff > give_up {
+                        return Err(Error::Unavailable(format!(
+                            "could not reach a manager at {addr} within 120 s: {e}"
+                        )));
+                    }
+                    tracing::warn!(error = %e, "cannot reach the manager to join, retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        let digest = crate::tls::ca_digest(&ca_pem)?;
+        if digest != parsed.ca_digest {
+            return Err(Error::Forbidden(format!(
+                "the manager at {addr} presented a cluster CA whose digest ({digest}) does not match the join token; refusing to send the token (wrong cluster, or someone in between)"
+            )));
+        }
+        let (key_pem, csr_pem) = crate::tls::new_csr()?;
+        let client = RpcClient::new(crate::tls::anonymous_client_config(&ca_pem)?);
+        let req = CertificateRequest { token: token.to_string(), id: identity.id, csr_pem, ip };
+        let res: Result<Result<CertificateResponse, Error>, RpcError> =
+            client.call(&addr, "/cluster/certificate", &req, Duration::from_secs(30)).await;
+        match res {
+            Ok(Ok(resp)) => Ok(NodeCert { ca_pem, cert_pem: resp.cert_pem, key_pem }),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(Error::Unavailable(format!("certificate request failed: {e}"))),
+        }
+    }
+
+    /// The cluster CA certificate, PEM (served to joining nodes).
+    pub fn ca_pem(&self) -> String {
+        self.cert.current().ca_pem
+    }
+
+    /// The node certificate in use.
+    pub fn node_cert(&self) -> NodeCert {
+        self.cert.current()
+    }
+
+    /// Keeps this node's certificate fresh: after two thirds of its validity, get a new one from
+    /// the leader (or sign it, when leading), store it and swap it into TLS. Runs until the process ends.
+    pub async fn renew_certificates(self: Arc<Self>) {
+        loop {
+            let due = match self.cert.current().validity() {
+                Ok((from, to)) => from + to.duration_since(from).unwrap_or_default() * 2 / 3,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the node certificate; renewal stopped");
+                    return;
+                }
+            };
+            if let Ok(wait) = due.duration_since(std::time::SystemTime::now()) {
+                tokio::time::sleep(wait).await;
+            }
+            match self.renew_once().await {
+                Ok(until) => tracing::info!(valid_until = ?until, "renewed the node certificate"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "certificate renewal failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    async fn renew_once(&self) -> Result<std::time::SystemTime, Error> {
+        let (key_pem, csr_pem) = crate::tls::new_csr()?;
+        let current = self.cert.current();
+        let ip = self.config.advertise_ip;
+        let cert_pem = match self.leader_to_forward()? {
+            None => self.sign_renewal(&csr_pem, self.identity(), ip)?,
+            Some(leader) => {
+                let req = RenewRequest { csr_pem, ip };
+                let res: Result<Result<String, Error>, RpcError> =
+                    self.rpc.call(&leader.cluster_addr, "/cluster/renew", &req, Duration::from_secs(10)).await;
+                res.map_err(|e| Error::Unavailable(e.to_string()))??
+            }
+        };
+        let renewed = NodeCert { ca_pem: current.ca_pem, cert_pem, key_pem };
+        renewed.save(&self.config.data_dir)?;
+        self.cert.replace(renewed.clone())?;
+        Ok(renewed.validity()?.1)
+    }
+
+    fn identity(&self) -> PeerIdentity {
+        PeerIdentity { id: self.id, role: Role::Manager }
+    }
+
+    /// Leader side of a renewal: a new certificate for the identity the caller's current
+    /// certificate proves.
+    pub fn sign_renewal(&self, csr_pem: &str, who: PeerIdentity, ip: IpAddr) -> Result<String, Error> {
+        let ca = self.view.read(|s| s.cluster.as_ref().and_then(|c| c.ca.clone())).ok_or(Error::NoLeader)?;
+        if self.view.read(|s| !s.nodes.contains_key(&who.id)) {
+            return Err(Error::Forbidden(format!("node {:016x} is not a member of this cluster", who.id)));
+        }
+        ca.sign(csr_pem, who.id, who.role, &[ip], self.config.cert_validity)
+    }
+
+    /// Leader side of a certificate request: check the token, sign the CSR with the role the token
+    /// grants. A follower forwards to the leader, which alone decides whether a token is current.
+    pub async fn handle_certificate(&self, req: CertificateRequest) -> Result<CertificateResponse, Error> {
+        if let Some(leader) = self.leader_to_forward()? {
+            let res: Result<Result<CertificateResponse, Error>, RpcError> =
+                self.rpc.call(&leader.cluster_addr, "/cluster/certificate", &req, Duration::from_secs(30)).await;
+            return res.map_err(|e| Error::Unavailable(e.to_string()))?;
+        }
+        let cluster =
+            self.view.read(|s| s.cluster.clone()).ok_or(Error::Unavailable("cluster is still initialising".into()))?;
+        let role = match cluster.role_of(&req.token) {
+            None => {
+                return Err(Error::Forbidden(
+                    "invalid join token: it is not a current token of this cluster (was it rotated?); get one with `shoal join-token manager` on a manager".into(),
+                ));
+            }
+            Some(role) => role,
+        };
+        let ca = cluster.ca.ok_or_else(|| Error::Internal("this cluster has no CA".into()))?;
+        let cert_pem = ca.sign(&req.csr_pem, req.id, role, &[req.ip], self.config.cert_validity)?;
+        tracing::info!(node_id = format!("{:016x}", req.id), role = role.as_str(), "issued a node certificate");
+        Ok(CertificateResponse { cert_pem })
+    }
+
+    pub(crate) async fn join(&self, addr: &str, token: &str) -> Result<(), Error> {
+        let addr = if addr.contains(':') { addr.to_string() } else { format!("{addr}:2377") };
+        let req = JoinRequest { token: token.to_string(), id: self.id, node: self.node.clone() };
+        let mut backoff = Duration::from_millis(200);
+        let give_up = Instant::now() + Duration::from_secs(120);
+        loop {
+            let res: Result<Result<JoinResponse, Error>, RpcError> =
+                self.rpc.call(&addr, "/cluster/join", &req, Duration::from_secs(150)).await;
+            match res {
+                Ok(Ok(resp)) => {
+                    tracing::info!(cluster_id = %resp.cluster_id, "joined the cluster");
+                    return Ok(());
+                }
+                Ok(Err(e)) if !e.is_retryable() => return Err(e),
+                Ok(Err(e)) => tracing::warn!(error = %e, "join not possible yet, retrying"),
+                Err(e) => tracing::warn!(error = %e, "cannot reach the manager to join, retrying"),
+            }
+            if Instant::now() + backoff > give_up {
+                return Err(Error::Unavailable(format!(
+                    "could not join through {addr} within 120 s; is it a running manager?"
+                )));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Leader side of a join: check the token, add the node as a learner, wait until it has caught
+    /// up, then make it a voter.
+    pub async fn handle_join(&self, req: JoinRequest) -> Result<JoinResponse, Error> {
+        if let Some(leader) = self.leader_to_forward()? {
+            let res: Result<Result<JoinResponse, Error>, RpcError> =
+                self.rpc.call(&leader.cluster_addr, "/cluster/join", &req, Duration::from_secs(150)).await;
+            return res.map_err(|e| Error::Unavailable(e.to_string()))?;
+        }
+        let cluster =
+            self.view.read(|s| s.cluster.clone()).ok_or(Error::Unavailable("cluster is still initialising".into()))?;
+        match cluster.role_of(&req.token) {
+            None => {
+                return Err(Error::Forbidden(
+                    "invalid join token: it is not a current token of this cluster (was it rotated?); get one with `shoal join-token manager` on a manager".into(),
+                ));
+            }
+            Some(Role::Worker) => {
+                return Err(Error::Forbidden(
+                    "this is a worker token; worker nodes are not supported by this version yet: join with the manager token (`shoal join-token manager`)".into(),
+                ));
+            }
+            Some(Role::Manager) => {}
+        }
+        let is_voter = self.raft.metrics().borrow().membership_config.membership().voter_ids().any(|v| v == req.id);
+        if !is_voter {
+            tracing::info!(node_id = req.id, node = %req.node, "adding manager as learner");
+            self.retry_membership(|| self.raft.add_learner(req.id, req.node.clone(), true)).await?;
+            tracing::info!(node_id = req.id, "learner caught up, promoting to voter");
+            self.retry_membership(|| {
+                self.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([req.id])), false)
+            })
+            .await?;
+        }
+        self.write(Command::NodeUpsert {
+            id: req.id,
+            name: req.node.name.clone(),
+            cluster_addr: req.node.cluster_addr.clone(),
+            http_addr: req.node.http_addr.clone(),
+            role: Role::Manager,
+        })
+        .await?;
+        Ok(JoinResponse { cluster_id: cluster.cluster_id })
+    }
+
+    async fn retry_membership<F, Fut>(&self, f: F) -> Result<(), Error>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<
+                Output = Result<
+                    openraft::raft::ClientWriteResponse<TypeConfig>,
+                    RaftError<NodeId, ClientWriteError<NodeId, ShoalNode>>,
+                >,
+            >,
+    {
+        let give_up = Instant::now() + Duration::from_secs(60);
+        loop {
+            match f().await {
+                Ok(_) => return Ok(()),
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(_),
+                ))) if Instant::now() < give_up => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                    return Err(Error::Unavailable("leadership changed during the join; retrying".into()));
+                }
+                Err(e) => return Err(Error::Internal(format!("membership change failed: {e}"))),
+            }
+        }
+    }
+
+    /// A worker's heartbeat: the leader records when it was seen and registers the node in the node
+    /// table the first time (or when its addresses change); followers forward it.
+    pub async fn handle_heartbeat(&self, hb: crate::worker::Heartbeat) -> Result<crate::worker::ManagerList, Error> {
+        if let Some(leader) = self.leader_to_forward()? {
+            let res: Result<Result<crate::worker::ManagerList, Error>, RpcError> =
+                self.rpc.call(&leader.cluster_addr, "/cluster/heartbeat", &hb, Duration::from_secs(3)).await;
+            return res.map_err(|e| Error::Unavailable(e.to_string()))?;
+        }
+        if self.view.read(|s| s.removed.contains(&hb.id)) {
+            return Err(Error::Forbidden(format!("node {:016x} was removed from this cluster", hb.id)));
+        }
+        let known = self.view.read(|s| {
+            s.nodes.get(&hb.id).is_some_and(|n| {
+                n.role == Role::Worker
+                    && n.name == hb.name
+                    && n.cluster_addr == hb.cluster_addr
+                    && n.http_addr == hb.http_addr
+            })
+        });
+        if !known {
+            self.write(Command::NodeUpsert {
+                id: hb.id,
+                name: hb.name.clone(),
+                cluster_addr: hb.cluster_addr.clone(),
+                http_addr: hb.http_addr.clone(),
+                role: Role::Worker,
+            })
+            .await?;
+            tracing::info!(node_id = format!("{:016x}", hb.id), name = %hb.name, "worker registered");
+        }
+        self.workers_seen.lock().expect("workers lock").insert(hb.id, Instant::now());
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let managers = membership
+            .voter_ids()
+            .filter_map(|id| membership.get_node(&id).map(|n| (n.cluster_addr.clone(), n.http_addr.clone())))
+            .collect();
+        Ok(crate::worker::ManagerList { managers })
+    }
+
+    /// The managers as the leader sees them. On a follower this is answered by forwarding to the
+    /// leader's HTTP API (see the API layer); here it requires leadership.
+    pub fn manager_statuses(&self) -> Result<Vec<ManagerStatus>, Error> {
+        if self.leader_to_forward()?.is_some() {
+            return Err(Error::Unavailable(NOT_LEADER.into()));
+        }
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let reach = 3 * self.config.election_timeout.1;
+        let records = self.view.read(|s| s.nodes.clone());
+        let mut out = Vec::new();
+        for (id, node) in membership.nodes() {
+            let reachable = *id == self.id || self.contacts.last(*id).is_some_and(|t| t.elapsed() < reach);
+            let manager_status = if *id == self.id {
+                "Leader"
+            } else if !voters.contains(id) {
+                if reachable { "Joining" } else { "Unreachable" }
+            } else if reachable {
+                "Reachable"
+            } else {
+                "Unreachable"
+            };
+            out.push(ManagerStatus {
+                id: format!("{id:016x}"),
+                name: records.get(id).map_or_else(|| node.name.clone(), |r| r.name.clone()),
+                address: node.cluster_addr.clone(),
+                http_address: node.http_addr.clone(),
+                status: if reachable { "Ready" } else { "Down" }.into(),
+                manager_status: manager_status.into(),
+                role: Role::Manager,
+            });
+        }
+        let seen = self.workers_seen.lock().expect("workers lock").clone();
+        for (id, n) in records.iter().filter(|(_, n)| n.role == Role::Worker) {
+            let up = seen.get(id).is_some_and(|t| t.elapsed() < self.config.down_window);
+            out.push(ManagerStatus {
+                id: format!("{id:016x}"),
+                name: n.name.clone(),
+                address: n.cluster_addr.clone(),
+                http_address: n.http_addr.clone(),
+                status: if up { "Ready" } else { "Down" }.into(),
+                manager_status: String::new(),
+                role: Role::Worker,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The node table with live status as the leader sees it, from any manager (a follower asks the
+    /// leader over the cluster RPC).
+    pub async fn nodes(&self) -> Result<Vec<ManagerStatus>, Error> {
+        match self.leader_to_forward()? {
+            None => self.manager_statuses(),
+            Some(leader) => {
+                let res: Result<Result<Vec<ManagerStatus>, Error>, RpcError> =
+                    self.rpc.call(&leader.cluster_addr, "/cluster/nodes", &(), Duration::from_secs(5)).await;
+                res.map_err(|_| Error::NoLeader)?
+            }
+        }
+    }
+
+    /// Replaces the secret of a join token and returns the new token.
+    pub async fn rotate_token(&self, role: Role) -> Result<String, Error> {
+        self.write(Command::RotateToken { role, secret: random_secret(25) }).await?;
+        self.linearize().await?;
+        self.view
+            .read(|s| s.cluster.as_ref().map(|c| c.token(role)))
+            .ok_or(Error::Unavailable("cluster is still initialising".into()))
+    }
+}
