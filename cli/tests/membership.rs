@@ -78,3 +78,80 @@ async fn three_managers_and_two_workers() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_inspect_update_and_rm() {
+    let mut c = Cluster::start(1, ClusterOptions::default()).await;
+    let w = c.add_worker(0).await;
+    let api = c.nodes[0].http_addr();
+    let shoal = |args: &[&str]| {
+        let mut all = vec!["--http-addr", api.as_str()];
+        all.extend_from_slice(args);
+        Command::new(shoal_bin()).args(all).output().unwrap()
+    };
+    let worker = format!("node{}", w + 1);
+
+    // inspect by name and by ID prefix
+    let out = shoal(&["node", "inspect", &worker]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = v["ID"].as_str().unwrap().to_string();
+    assert_eq!((v["Role"].as_str(), v["Availability"].as_str()), (Some("worker"), Some("active")));
+    let out = shoal(&["node", "inspect", &id[..10]]);
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["Name"], worker.as_str());
+
+    // update availability and labels
+    let out = shoal(&[
+        "node",
+        "update",
+        "--availability",
+        "drain",
+        "--label-add",
+        "zone=a",
+        "--label-add",
+        "ssd=true",
+        &worker,
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = shoal(&["node", "update", "--label-rm", "ssd", &id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&shoal(&["node", "inspect", &worker]).stdout).unwrap();
+    assert_eq!(v["Availability"], "drain");
+    assert_eq!(v["Labels"], serde_json::json!({"zone": "a"}));
+    let table = String::from_utf8_lossy(&shoal(&["node", "ls"]).stdout).into_owned();
+    assert!(table.contains("AVAILABILITY") && table.contains("Drain"), "{table}");
+
+    // bad input: each a clear error and a non-zero exit
+    let cases: &[(&[&str], &str)] = &[
+        (&["node", "update", "--availability", "bogus", "node1"], "invalid value 'bogus'"),
+        (&["node", "inspect", "no-such-node"], "no such node: no-such-node"),
+        (&["node", "update", "--availability", "pause", "no-such-node"], "no such node: no-such-node"),
+        (&["node", "update", "--label-add", "novalue", "node1"], "use KEY=VALUE"),
+        (&["node", "update", "node1"], "nothing to update"),
+        (&["node", "rm", &worker], "is up: stop it first, or use --force"),
+        (&["node", "rm", "node1"], "is up"),
+        (&["node", "rm", "--force", "node1"], "is the leader"),
+    ];
+    for (args, msg) in cases {
+        let out = shoal(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(msg), "{args:?}: {err}");
+    }
+
+    // rm --force removes it; its certificate is refused afterwards
+    let out = shoal(&["node", "rm", "--force", &worker]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let nodes: Vec<serde_json::Value> = get_json(&api, "/v1/nodes").await.unwrap();
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    wait_for("the removed worker to be refused", Duration::from_secs(10), || {
+        let (worker_log, manager_log) = (c.log_tail(w, 50), c.log_tail(0, 100));
+        async move {
+            (worker_log.contains("this node was removed from the cluster")
+                && manager_log.contains("refused: the certificate belongs to a removed node"))
+            .then_some(())
+        }
+    })
+    .await;
+    c.kill(w);
+}

@@ -1,7 +1,7 @@
 //! Membership: how nodes join (certificates, tokens, learners promoted to voters), renew their
 //! certificates, report liveness (workers), and how the node table is reported.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::manager::{Manager, NOT_LEADER, NodeIdentity, random_secret};
 use crate::rpc::{RpcClient, RpcError};
 use crate::tls::{NodeCert, PeerIdentity};
-use crate::types::{Command, NodeId, Role, ShoalNode, TypeConfig};
+use crate::types::{Availability, Command, NodeId, Role, ShoalNode, TypeConfig};
 
 /// A join request, sent by a new node to any manager and forwarded to the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -113,6 +113,46 @@ pub struct ManagerStatus {
     pub manager_status: String,
     /// Role.
     pub role: Role,
+    /// active, pause or drain.
+    pub availability: Availability,
+    /// Operator-set labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `POST /v1/nodes/{node}/update`: what to change (absent fields stay as they are).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct NodeUpdateSpec {
+    /// active, pause or drain.
+    pub availability: Option<String>,
+    /// Labels to add or overwrite.
+    pub label_add: BTreeMap<String, String>,
+    /// Labels to remove.
+    pub label_rm: Vec<String>,
+}
+
+/// Finds `query` among `rows` by full ID, unique ID prefix, or name (as Docker does).
+pub fn resolve_node<'a>(rows: &'a [ManagerStatus], query: &str) -> Result<&'a ManagerStatus, Error> {
+    if query.is_empty() {
+        return Err(Error::BadRequest("a node ID, ID prefix or name is needed".into()));
+    }
+    if let Some(r) = rows.iter().find(|r| r.id == query) {
+        return Ok(r);
+    }
+    let by_name: Vec<&ManagerStatus> = rows.iter().filter(|r| r.name == query).collect();
+    let by_prefix: Vec<&ManagerStatus> = rows.iter().filter(|r| r.id.starts_with(query)).collect();
+    match (by_name.as_slice(), by_prefix.as_slice()) {
+        ([one], _) => Ok(one),
+        ([], [one]) => Ok(one),
+        ([], []) => Err(Error::NotFound(format!("no such node: {query}"))),
+        (many, _) if many.len() > 1 => {
+            Err(Error::BadRequest(format!("node name {query:?} is ambiguous: {} nodes have it; use an ID", many.len())))
+        }
+        (_, many) => Err(Error::BadRequest(format!(
+            "node ID prefix {query:?} is ambiguous: it matches {}; use more characters",
+            many.iter().map(|r| format!("{} ({})", r.id, r.name)).collect::<Vec<_>>().join(", ")
+        ))),
+    }
 }
 
 impl Manager {
@@ -424,6 +464,8 @@ impl Manager {
                 status: if reachable { "Ready" } else { "Down" }.into(),
                 manager_status: manager_status.into(),
                 role: Role::Manager,
+                availability: records.get(id).map(|r| r.availability).unwrap_or_default(),
+                labels: records.get(id).map(|r| r.labels.clone()).unwrap_or_default(),
             });
         }
         let seen = self.workers_seen.lock().expect("workers lock").clone();
@@ -437,6 +479,8 @@ impl Manager {
                 status: if up { "Ready" } else { "Down" }.into(),
                 manager_status: String::new(),
                 role: Role::Worker,
+                availability: n.availability,
+                labels: n.labels.clone(),
             });
         }
         Ok(out)
@@ -455,6 +499,83 @@ impl Manager {
         }
     }
 
+    /// One node, by ID, unique ID prefix or name.
+    pub async fn inspect_node(&self, query: &str) -> Result<ManagerStatus, Error> {
+        let rows = self.nodes().await?;
+        resolve_node(&rows, query).cloned()
+    }
+
+    /// Applies operator changes to a node and returns it as it is now.
+    pub async fn update_node(&self, query: &str, spec: NodeUpdateSpec) -> Result<ManagerStatus, Error> {
+        let availability = spec.availability.as_deref().map(str::parse::<Availability>).transpose()?;
+        for k in spec.label_add.keys().chain(spec.label_rm.iter()) {
+            if k.is_empty() || k.contains('=') {
+                return Err(Error::BadRequest(format!(
+                    "invalid label key {k:?}: use --label-add key=value, --label-rm key"
+                )));
+            }
+        }
+        let row = self.inspect_node(query).await?;
+        let id = NodeId::from_str_radix(&row.id, 16).map_err(|e| Error::Internal(e.to_string()))?;
+        let cmd = Command::NodeUpdate { id, availability, label_add: spec.label_add, label_rm: spec.label_rm };
+        match self.write(cmd).await? {
+            crate::types::CommandResult::Refused(msg) => Err(Error::NotFound(msg)),
+            _ => self.inspect_node(&row.id).await,
+        }
+    }
+
+    /// Removes a node: refused while it is up unless `force`; a manager leaves the Raft membership
+    /// first (refused if that would leave no manager or lose the quorum). Its certificate is no
+    /// longer accepted afterwards.
+    pub async fn remove_node(&self, query: &str, force: bool) -> Result<(), Error> {
+        let row = self.inspect_node(query).await?;
+        let id = NodeId::from_str_radix(&row.id, 16).map_err(|e| Error::Internal(e.to_string()))?;
+        if row.status == "Ready" && !force {
+            return Err(Error::BadRequest(format!(
+                "node {} ({}) is up: stop it first, or use --force to remove it anyway",
+                row.name, row.id
+            )));
+        }
+        if row.role == Role::Manager {
+            if row.manager_status == "Leader" {
+                return Err(Error::BadRequest(format!(
+                    "node {} is the leader: stop it (another manager takes over) and remove it from there",
+                    row.name
+                )));
+            }
+            let rows = self.nodes().await?;
+            let voters: Vec<&ManagerStatus> =
+                rows.iter().filter(|r| r.role == Role::Manager && r.manager_status != "Joining").collect();
+            let remaining = voters.len().saturating_sub(1);
+            let reachable = voters.iter().filter(|r| r.id != row.id && r.status == "Ready").count();
+            if remaining == 0 || reachable < remaining / 2 + 1 {
+                return Err(Error::BadRequest(format!(
+                    "removing {} would leave {remaining} manager(s) with {reachable} reachable: the cluster would lose its quorum",
+                    row.name
+                )));
+            }
+            self.change_voters_remove(id).await?;
+        }
+        self.write(Command::NodeRemove { id }).await?;
+        Ok(())
+    }
+
+    async fn change_voters_remove(&self, id: NodeId) -> Result<(), Error> {
+        if let Some(leader) = self.leader_to_forward()? {
+            let res: Result<Result<(), Error>, RpcError> =
+                self.rpc.call(&leader.cluster_addr, "/cluster/remove-voter", &id, Duration::from_secs(30)).await;
+            return res.map_err(|e| Error::Unavailable(e.to_string()))?;
+        }
+        // retain = false: the node leaves the membership entirely (not kept as a learner).
+        self.retry_membership(|| self.raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false))
+            .await
+    }
+
+    /// The cluster RPC side of removing a voter (the leader only).
+    pub async fn remove_voter_as_leader(&self, id: NodeId) -> Result<(), Error> {
+        self.change_voters_remove(id).await
+    }
+
     /// Replaces the secret of a join token and returns the new token.
     pub async fn rotate_token(&self, role: Role) -> Result<String, Error> {
         self.write(Command::RotateToken { role, secret: random_secret(25) }).await?;
@@ -462,5 +583,62 @@ impl Manager {
         self.view
             .read(|s| s.cluster.as_ref().map(|c| c.token(role)))
             .ok_or(Error::Unavailable("cluster is still initialising".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, name: &str) -> ManagerStatus {
+        ManagerStatus {
+            id: id.into(),
+            name: name.into(),
+            address: String::new(),
+            http_address: String::new(),
+            status: "Ready".into(),
+            manager_status: String::new(),
+            role: Role::Worker,
+            availability: Availability::Active,
+            labels: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn resolve_by_id_prefix_or_name() {
+        let rows =
+            vec![row("abc0000000000001", "web1"), row("abd0000000000002", "web2"), row("f000000000000003", "abc")];
+        let cases: &[(&str, Result<&str, &str>)] = &[
+            ("full id", Ok("abc0000000000001")),
+            ("unique prefix", Ok("abd0000000000002")),
+            ("name", Ok("abd0000000000002")),
+            ("name wins over prefix", Ok("f000000000000003")),
+            ("ambiguous prefix", Err("is ambiguous: it matches abc0000000000001 (web1), abd0000000000002 (web2)")),
+            ("missing", Err("no such node: zzz")),
+            ("empty", Err("a node ID, ID prefix or name is needed")),
+        ];
+        let queries = ["abc0000000000001", "abd", "web2", "abc", "ab", "zzz", ""];
+        for ((name, want), q) in cases.iter().zip(queries) {
+            match (resolve_node(&rows, q), want) {
+                (Ok(r), Ok(id)) => assert_eq!(r.id, *id, "case {name}"),
+                (Err(e), Err(msg)) => assert!(e.to_string().contains(msg), "case {name}: {e}"),
+                (got, want) => panic!("case {name}: got {:?}, want {want:?}", got.map(|r| &r.id)),
+            }
+        }
+    }
+
+    #[test]
+    fn join_tokens_parse() {
+        let digest = "a".repeat(64);
+        assert_eq!(
+            format!("SHOAL-1-{digest}-s3cret").parse::<JoinToken>().unwrap(),
+            JoinToken { ca_digest: digest.clone(), secret: "s3cret".into() }
+        );
+        for bad in
+            ["", "SHOAL-1-", "SHOAL-2-x-y", &format!("SHOAL-1-{digest}"), &format!("SHOAL-1-{}-s", "g".repeat(64))]
+        {
+            let e = bad.parse::<JoinToken>().unwrap_err();
+            assert!(e.to_string().contains("malformed join token"), "{bad:?}: {e}");
+        }
     }
 }

@@ -137,6 +137,7 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .route("/cluster/read-index", post(read_index))
         .route("/cluster/join", post(join))
         .route("/cluster/nodes", post(nodes))
+        .route("/cluster/remove-voter", post(remove_voter))
         .route_layer(middleware::from_fn_with_state(manager.clone(), require_manager));
     let members = Router::new()
         .route("/cluster/renew", post(renew))
@@ -276,6 +277,14 @@ async fn write(State(m): State<Arc<Manager>>, body: Bytes) -> Response {
         Err(e) => return e,
     };
     encode(&m.write_as_leader(cmd).await)
+}
+
+async fn remove_voter(State(m): State<Arc<Manager>>, body: Bytes) -> Response {
+    let id: crate::types::NodeId = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    encode(&m.remove_voter_as_leader(id).await)
 }
 
 async fn nodes(State(m): State<Arc<Manager>>) -> Response {

@@ -95,7 +95,10 @@ impl State {
                 }
             },
             Command::NodeUpsert { id, name, cluster_addr, http_addr, role } => {
-                let create_index = self.nodes.get(id).map_or(index, |n| n.create_index);
+                let old = self.nodes.get(id);
+                let create_index = old.map_or(index, |n| n.create_index);
+                let availability = old.map(|n| n.availability).unwrap_or_default();
+                let labels = old.map(|n| n.labels.clone()).unwrap_or_default();
                 self.nodes.insert(
                     *id,
                     NodeRecord {
@@ -104,12 +107,28 @@ impl State {
                         cluster_addr: cluster_addr.clone(),
                         http_addr: http_addr.clone(),
                         role: *role,
+                        availability,
+                        labels,
                         create_index,
                         modify_index: index,
                     },
                 );
                 CommandResult::Done
             }
+            Command::NodeUpdate { id, availability, label_add, label_rm } => match self.nodes.get_mut(id) {
+                None => CommandResult::Refused(format!("no such node: {id:016x}")),
+                Some(n) => {
+                    if let Some(a) = availability {
+                        n.availability = *a;
+                    }
+                    for k in label_rm {
+                        n.labels.remove(k);
+                    }
+                    n.labels.extend(label_add.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    n.modify_index = index;
+                    CommandResult::Done
+                }
+            },
             Command::NodeRemove { id } => {
                 self.removed.insert(*id);
                 CommandResult::Applied(self.nodes.remove(id).is_some())

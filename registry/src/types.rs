@@ -57,6 +57,34 @@ impl Role {
     }
 }
 
+/// Whether a node takes work, as `docker node update --availability` sets it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Availability {
+    /// Takes new tasks.
+    #[default]
+    Active,
+    /// Keeps its tasks, takes no new ones.
+    Pause,
+    /// Its tasks move elsewhere.
+    Drain,
+}
+
+impl std::str::FromStr for Availability {
+    type Err = crate::error::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "active" => Ok(Self::Active),
+            "pause" => Ok(Self::Pause),
+            "drain" => Ok(Self::Drain),
+            other => Err(crate::error::Error::BadRequest(format!(
+                "invalid availability {other:?}: use active, pause or drain"
+            ))),
+        }
+    }
+}
+
 /// A node in the node table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
@@ -70,6 +98,10 @@ pub struct NodeRecord {
     pub http_addr: String,
     /// Manager or worker.
     pub role: Role,
+    /// Whether the node takes work (set by operators).
+    pub availability: Availability,
+    /// Operator-set labels (`node.labels.K` in placement constraints).
+    pub labels: std::collections::BTreeMap<String, String>,
     /// Raft index at which the record was created.
     pub create_index: u64,
     /// Raft index of the last change.
@@ -109,6 +141,17 @@ pub enum Command {
         http_addr: String,
         /// Role.
         role: Role,
+    },
+    /// Operator changes to a node: availability and labels (absent fields stay as they are).
+    NodeUpdate {
+        /// Node ID.
+        id: NodeId,
+        /// New availability.
+        availability: Option<Availability>,
+        /// Labels to add or overwrite.
+        label_add: std::collections::BTreeMap<String, String>,
+        /// Labels to remove.
+        label_rm: Vec<String>,
     },
     /// Remove a node record.
     NodeRemove {

@@ -1,12 +1,30 @@
-//! `shoal node ls`.
+//! `shoal node ls | inspect | update | rm`, as `docker node`.
 
-use anyhow::Result;
-use clap::Subcommand;
+use anyhow::{Context, Result, bail};
+use clap::{Subcommand, ValueEnum};
+use reqwest::Method;
 use shoal_registry::ManagerStatus;
 
 use super::Format;
-use crate::client::ApiClient;
+use crate::client::{ApiClient, encode_key};
 use crate::table;
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum AvailabilityArg {
+    Active,
+    Pause,
+    Drain,
+}
+
+impl AvailabilityArg {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Pause => "pause",
+            Self::Drain => "drain",
+        }
+    }
+}
 
 #[derive(Subcommand, Debug)]
 pub enum NodeCmd {
@@ -14,6 +32,26 @@ pub enum NodeCmd {
     Ls {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
+    },
+    /// Show one node (by ID, unique ID prefix, or name) as JSON.
+    Inspect { node: String },
+    /// Change a node's availability or labels.
+    Update {
+        node: String,
+        #[arg(long, value_enum)]
+        availability: Option<AvailabilityArg>,
+        /// Add or overwrite a label (repeatable).
+        #[arg(long = "label-add", value_name = "KEY=VALUE")]
+        label_add: Vec<String>,
+        /// Remove a label (repeatable).
+        #[arg(long = "label-rm", value_name = "KEY")]
+        label_rm: Vec<String>,
+    },
+    /// Remove a node from the cluster (refused while it is up, unless --force).
+    Rm {
+        node: String,
+        #[arg(long, short)]
+        force: bool,
     },
 }
 
@@ -34,13 +72,49 @@ pub async fn run(addr: &str, cmd: NodeCmd) -> Result<()> {
                                 n.name.clone(),
                                 n.address.clone(),
                                 n.status.clone(),
+                                format!("{:?}", n.availability),
                                 n.manager_status.clone(),
                             ]
                         })
                         .collect();
-                    print!("{}", table::render(&["ID", "NAME", "ADDRESS", "STATUS", "MANAGER STATUS"], &rows));
+                    let headers = ["ID", "NAME", "ADDRESS", "STATUS", "AVAILABILITY", "MANAGER STATUS"];
+                    print!("{}", table::render(&headers, &rows));
                 }
             }
+        }
+        NodeCmd::Inspect { node } => {
+            let row: ManagerStatus = api
+                .get_json(&format!("/v1/nodes/{}", encode_key(&node)))
+                .await?
+                .with_context(|| format!("no such node: {node}"))?;
+            println!("{}", serde_json::to_string_pretty(&row)?);
+        }
+        NodeCmd::Update { node, availability, label_add, label_rm } => {
+            let mut add = serde_json::Map::new();
+            for l in &label_add {
+                let Some((k, v)) = l.split_once('=') else {
+                    bail!("invalid --label-add {l:?}: use KEY=VALUE");
+                };
+                add.insert(k.to_string(), v.into());
+            }
+            if availability.is_none() && label_add.is_empty() && label_rm.is_empty() {
+                bail!("nothing to update: give --availability, --label-add or --label-rm");
+            }
+            let body = serde_json::json!({
+                "Availability": availability.map(AvailabilityArg::as_str),
+                "LabelAdd": add,
+                "LabelRm": label_rm,
+            });
+            let path = format!("/v1/nodes/{}/update", encode_key(&node));
+            api.send(Method::POST, &path, Some(serde_json::to_vec(&body)?))
+                .await?
+                .with_context(|| format!("no such node: {node}"))?;
+            println!("{node}");
+        }
+        NodeCmd::Rm { node, force } => {
+            let path = format!("/v1/nodes/{}{}", encode_key(&node), if force { "?force" } else { "" });
+            api.send(Method::DELETE, &path, None).await?.with_context(|| format!("no such node: {node}"))?;
+            println!("{node}");
         }
     }
     Ok(())

@@ -101,3 +101,43 @@ pub(super) async fn rotate_token(State(m): State<Arc<Manager>>, Path(role): Path
 pub(super) async fn raft(State(m): State<Arc<Manager>>) -> Response {
     axum::Json(m.raft_stats()).into_response()
 }
+
+/// `GET /v1/nodes/{node}`: one node by ID, unique ID prefix or name.
+pub(super) async fn inspect_node(State(m): State<Arc<Manager>>, Path(node): Path<String>) -> Response {
+    match m.inspect_node(&node).await {
+        Ok(row) => axum::Json(row).into_response(),
+        Err(e) => error_response(&e, None),
+    }
+}
+
+/// `POST /v1/nodes/{node}/update` with a JSON `NodeUpdateSpec`.
+pub(super) async fn update_node(
+    State(m): State<Arc<Manager>>,
+    Path(node): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let spec: crate::membership::NodeUpdateSpec = match serde_json::from_slice(&body) {
+        Ok(s) => s,
+        Err(e) => return error_response(&Error::BadRequest(format!("invalid node update: {e}")), None),
+    };
+    match m.update_node(&node, spec).await {
+        Ok(row) => axum::Json(row).into_response(),
+        Err(e) => error_response(&e, None),
+    }
+}
+
+/// `DELETE /v1/nodes/{node}[?force]`.
+pub(super) async fn remove_node(
+    State(m): State<Arc<Manager>>,
+    Path(node): Path<String>,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+) -> Response {
+    let force = match super::query::Query::parse(q.as_deref()).flag("force") {
+        Ok(f) => f,
+        Err(e) => return error_response(&e, None),
+    };
+    match m.remove_node(&node, force).await {
+        Ok(()) => axum::Json(true).into_response(),
+        Err(e) => error_response(&e, None),
+    }
+}
