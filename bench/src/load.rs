@@ -115,8 +115,6 @@ fn value(size: usize) -> Vec<u8> {
 }
 
 fn http_client(settings: &Settings) -> Result<reqwest::Client> {
-    // reqwest is built with `rustls-no-provider` in this workspace: install the provider first.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     Ok(reqwest::Client::builder()
         .no_proxy()
         .tcp_nodelay(true)

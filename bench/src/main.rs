@@ -75,6 +75,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> Result<()> {
+    // reqwest is built with `rustls-no-provider` in this workspace: install the provider once,
+    // before any client is built.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     match cli.command {

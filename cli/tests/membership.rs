@@ -155,3 +155,31 @@ async fn node_inspect_update_and_rm() {
     .await;
     c.kill(w);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_worker_is_marked_down_and_comes_back() {
+    let mut c = Cluster::start(1, ClusterOptions::default()).await;
+    let w = c.add_worker(0).await;
+    let api = c.nodes[0].http_addr();
+    let name = format!("node{}", w + 1);
+    let status = |want: &'static str| {
+        let (api, name) = (api.clone(), name.clone());
+        move || {
+            let (api, name) = (api.clone(), name.clone());
+            async move {
+                let nodes: Vec<serde_json::Value> = get_json(&api, "/v1/nodes").await?;
+                nodes.iter().any(|n| n["Name"] == name.as_str() && n["Status"] == want).then_some(())
+            }
+        }
+    };
+    c.pause(w);
+    let paused = Instant::now();
+    wait_for("the paused worker to be down", Duration::from_secs(6), status("Down")).await;
+    let took = paused.elapsed();
+    println!("SIGSTOPped worker marked down after {took:?} (down window 5 s)");
+    assert!(took >= Duration::from_secs(3), "not marked down before the window: {took:?}");
+    c.resume(w);
+    let resumed = Instant::now();
+    wait_for("the resumed worker to be ready", Duration::from_secs(5), status("Ready")).await;
+    println!("SIGCONTed worker ready again after {:?}", resumed.elapsed());
+}

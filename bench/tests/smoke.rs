@@ -1,0 +1,33 @@
+//! The load generator runs end to end against a real single-node Shoal (a smoke test, not a
+//! benchmark: the figures are not checked, only that every workload completes without errors).
+
+use std::process::Command;
+
+use shoal_testkit::{Cluster, ClusterOptions};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shoal_bench_runs_every_workload_against_shoal() {
+    let c = Cluster::start(1, ClusterOptions::default()).await;
+    let target = format!("shoal:1=http://{}", c.nodes[0].http_addr());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_shoal-bench"))
+            .args(["kv", "--target", &target, "--workloads", "put1,put64,get64"])
+            .args(["--duration", "1s", "--warmup", "200ms", "--clients", "8", "--keys", "50"])
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("run shoal-bench");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "shoal-bench failed:\n{stdout}\n{stderr}");
+    // Workloads are named after the client count: put64 with --clients 8 prints as put8.
+    for w in ["put1", "put8", "get8"] {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with("| shoal | 1 | ") && l.contains(&format!("| {w} |")))
+            .unwrap_or_else(|| panic!("no {w} row:\n{stdout}"));
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert_eq!(cells[5], "0", "{w}: no errors: {row}");
+        assert!(cells[4].parse::<u64>().unwrap() > 0, "{w}: some operations: {row}");
+    }
+}
