@@ -253,10 +253,17 @@ async fn run(config: ManagerConfig, mode: StartMode, http: HttpListen) -> Result
         }
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let refused = async {
+        match &node {
+            RunningNode::Worker(w) => w.stopped().await,
+            RunningNode::Manager(_) => std::future::pending().await,
+        }
+    };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
         res = api => { res??; }
+        reason = refused => bail!("{reason}"),
     }
     tracing::info!("shutting down");
     if let RunningNode::Manager(manager) = node {

@@ -153,6 +153,11 @@ async fn node_inspect_update_and_rm() {
         }
     })
     .await;
+    wait_for("the removed worker to stop by itself", Duration::from_secs(10), || {
+        let log = c.log_tail(w, 20);
+        async move { log.contains("the cluster refuses this node; stopping").then_some(()) }
+    })
+    .await;
     c.kill(w);
 }
 

@@ -50,6 +50,8 @@ pub struct Worker {
     rpc: RpcClient,
     managers: Mutex<ManagerList>,
     data_dir: std::path::PathBuf,
+    /// Set when the cluster refuses this node for good (e.g. it was removed).
+    stopped: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl Worker {
@@ -74,6 +76,7 @@ impl Worker {
             rpc,
             managers: Mutex::new(known),
             data_dir: dir.clone(),
+            stopped: tokio::sync::watch::channel(None).0,
         });
         // The first heartbeat registers the node; a join is complete only when it is accepted.
         worker.beat().await?;
@@ -112,6 +115,7 @@ impl Worker {
                 }
                 Ok(Ok(_)) => last = Error::NoLeader,
                 Ok(Err(e)) if !e.is_retryable() => return Err(e),
+                Err(RpcError::Unknown { msg, .. }) if msg.starts_with("403") => return Err(Error::Forbidden(msg)),
                 Ok(Err(e)) => last = e,
                 Err(e) => last = Error::Unavailable(e.to_string()),
             }
@@ -123,9 +127,25 @@ impl Worker {
         tracing::info!("registered with the managers");
         loop {
             tokio::time::sleep(HEARTBEAT_INTERVAL).await;
-            if let Err(e) = self.beat().await {
-                tracing::warn!(error = %e, "heartbeat to the managers failed");
+            match self.beat().await {
+                Ok(()) => {}
+                // Refused for good (removed from the cluster): stop instead of knocking forever.
+                Err(e @ Error::Forbidden(_)) => {
+                    tracing::error!(error = %e, "the cluster refuses this node; stopping");
+                    self.stopped.send_replace(Some(e.to_string()));
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "heartbeat to the managers failed"),
             }
+        }
+    }
+
+    /// Resolves when the cluster has refused this node for good, with the reason.
+    pub async fn stopped(&self) -> String {
+        let mut rx = self.stopped.subscribe();
+        match rx.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            Err(_) => std::future::pending().await,
         }
     }
 
