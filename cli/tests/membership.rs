@@ -97,6 +97,10 @@ async fn node_inspect_update_and_rm() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let id = v["ID"].as_str().unwrap().to_string();
     assert_eq!((v["Role"].as_str(), v["Availability"].as_str()), (Some("worker"), Some("active")));
+    assert!(
+        v["Resources"]["Cpus"].as_u64().unwrap() >= 1 && v["Resources"]["MemoryBytes"].as_u64().unwrap() > 0,
+        "{v}"
+    );
     let out = shoal(&["node", "inspect", &id[..10]]);
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["Name"], worker.as_str());
 

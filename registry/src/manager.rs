@@ -317,6 +317,7 @@ impl Manager {
             cluster_addr: self.node.cluster_addr.clone(),
             http_addr: self.node.http_addr.clone(),
             role,
+            resources: crate::types::Resources::of_this_host(),
         })
         .await
         .map(|_| ())

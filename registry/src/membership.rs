@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::manager::{Manager, NOT_LEADER, NodeIdentity, random_secret};
 use crate::rpc::{RpcClient, RpcError};
 use crate::tls::{NodeCert, PeerIdentity};
-use crate::types::{Availability, Command, NodeId, Role, ShoalNode, TypeConfig};
+use crate::types::{Availability, Command, NodeId, Resources, Role, ShoalNode, TypeConfig};
 
 /// A join request, sent by a new node to any manager and forwarded to the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,6 +26,8 @@ pub struct JoinRequest {
     pub id: NodeId,
     /// The new node's addresses.
     pub node: ShoalNode,
+    /// Its CPUs and memory.
+    pub resources: Resources,
 }
 
 /// A joining node's request for a certificate (sent over TLS that verifies the server against the
@@ -117,6 +119,8 @@ pub struct ManagerStatus {
     pub availability: Availability,
     /// Operator-set labels.
     pub labels: BTreeMap<String, String>,
+    /// CPUs and memory the node reported.
+    pub resources: Resources,
 }
 
 /// `POST /v1/nodes/{node}/update`: what to change (absent fields stay as they are).
@@ -297,7 +301,12 @@ impl Manager {
 
     pub(crate) async fn join(&self, addr: &str, token: &str) -> Result<(), Error> {
         let addr = if addr.contains(':') { addr.to_string() } else { format!("{addr}:2377") };
-        let req = JoinRequest { token: token.to_string(), id: self.id, node: self.node.clone() };
+        let req = JoinRequest {
+            token: token.to_string(),
+            id: self.id,
+            node: self.node.clone(),
+            resources: Resources::of_this_host(),
+        };
         let mut backoff = Duration::from_millis(200);
         let give_up = Instant::now() + Duration::from_secs(120);
         loop {
@@ -361,6 +370,7 @@ impl Manager {
             cluster_addr: req.node.cluster_addr.clone(),
             http_addr: req.node.http_addr.clone(),
             role: Role::Manager,
+            resources: req.resources,
         })
         .await?;
         Ok(JoinResponse { cluster_id: cluster.cluster_id })
@@ -419,6 +429,7 @@ impl Manager {
                 cluster_addr: hb.cluster_addr.clone(),
                 http_addr: hb.http_addr.clone(),
                 role: Role::Worker,
+                resources: hb.resources,
             })
             .await?;
             tracing::info!(node_id = format!("{:016x}", hb.id), name = %hb.name, "worker registered");
@@ -466,6 +477,7 @@ impl Manager {
                 role: Role::Manager,
                 availability: records.get(id).map(|r| r.availability).unwrap_or_default(),
                 labels: records.get(id).map(|r| r.labels.clone()).unwrap_or_default(),
+                resources: records.get(id).map(|r| r.resources).unwrap_or_default(),
             });
         }
         let seen = self.workers_seen.lock().expect("workers lock").clone();
@@ -481,6 +493,7 @@ impl Manager {
                 role: Role::Worker,
                 availability: n.availability,
                 labels: n.labels.clone(),
+                resources: n.resources,
             });
         }
         Ok(out)
@@ -601,6 +614,7 @@ mod tests {
             role: Role::Worker,
             availability: Availability::Active,
             labels: BTreeMap::new(),
+            resources: Resources::default(),
         }
     }
 

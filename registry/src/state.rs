@@ -94,7 +94,7 @@ impl State {
                     CommandResult::Done
                 }
             },
-            Command::NodeUpsert { id, name, cluster_addr, http_addr, role } => {
+            Command::NodeUpsert { id, name, cluster_addr, http_addr, role, resources } => {
                 let old = self.nodes.get(id);
                 let create_index = old.map_or(index, |n| n.create_index);
                 let availability = old.map(|n| n.availability).unwrap_or_default();
@@ -109,6 +109,7 @@ impl State {
                         role: *role,
                         availability,
                         labels,
+                        resources: *resources,
                         create_index,
                         modify_index: index,
                     },
@@ -185,6 +186,7 @@ mod tests {
             cluster_addr: "127.0.0.1:2377".into(),
             http_addr: "127.0.0.1:8500".into(),
             role: Role::Manager,
+            resources: crate::types::Resources { cpus: 2, memory_bytes: 1 << 30 },
         };
         s.apply(4, &up("a"));
         s.apply(9, &up("b"));

@@ -85,6 +85,32 @@ impl std::str::FromStr for Availability {
     }
 }
 
+/// What a node offers, measured by the node itself (the scheduler reserves against it later).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Resources {
+    /// CPUs available to the process.
+    pub cpus: u32,
+    /// Total memory in bytes.
+    pub memory_bytes: u64,
+}
+
+impl Resources {
+    /// Measures this host: CPUs from the scheduler affinity, memory from `/proc/meminfo`.
+    pub fn of_this_host() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let memory_bytes = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+                let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+                Some(kib * 1024)
+            })
+            .unwrap_or(0);
+        Self { cpus, memory_bytes }
+    }
+}
+
 /// A node in the node table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
@@ -102,6 +128,8 @@ pub struct NodeRecord {
     pub availability: Availability,
     /// Operator-set labels (`node.labels.K` in placement constraints).
     pub labels: std::collections::BTreeMap<String, String>,
+    /// CPUs and memory the node reported.
+    pub resources: Resources,
     /// Raft index at which the record was created.
     pub create_index: u64,
     /// Raft index of the last change.
@@ -141,6 +169,8 @@ pub enum Command {
         http_addr: String,
         /// Role.
         role: Role,
+        /// CPUs and memory, as measured by the node.
+        resources: Resources,
     },
     /// Operator changes to a node: availability and labels (absent fields stay as they are).
     NodeUpdate {

@@ -32,6 +32,8 @@ pub struct Heartbeat {
     pub cluster_addr: String,
     /// Its HTTP API address.
     pub http_addr: String,
+    /// Its CPUs and memory.
+    pub resources: crate::types::Resources,
 }
 
 /// The managers, as the leader lists them in answer to a heartbeat.
@@ -93,6 +95,7 @@ impl Worker {
             name: self.identity.name.clone(),
             cluster_addr: self.identity.cluster_addr.clone(),
             http_addr: self.identity.http_addr.clone(),
+            resources: crate::types::Resources::of_this_host(),
         };
         let targets: Vec<String> =
             self.managers.lock().expect("managers lock").managers.iter().map(|m| m.0.clone()).collect();
