@@ -116,6 +116,18 @@ impl RpcClient {
     }
 }
 
+/// A bincode request body; one that does not decode is refused with 400.
+struct Bincode<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequest<S> for Bincode<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let body = Bytes::from_request(req, state).await.map_err(IntoResponse::into_response)?;
+        decode(&body).map(Bincode)
+    }
+}
+
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
     bincode::deserialize(body).map_err(|e| (StatusCode::BAD_REQUEST, format!("bad rpc body: {e}")).into_response())
 }
@@ -199,11 +211,11 @@ fn refuse_removed(peer: &Peer, id: crate::types::NodeId) -> Response {
         .into_response()
 }
 
-async fn renew(State(m): State<Arc<Manager>>, ConnectInfo(peer): ConnectInfo<Peer>, body: Bytes) -> Response {
-    let req: RenewRequest = match decode(&body) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
+async fn renew(
+    State(m): State<Arc<Manager>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Bincode(req): Bincode<RenewRequest>,
+) -> Response {
     let who = peer.identity.expect("checked by require_member");
     let res = m.sign_renewal(&req.csr_pem, who, req.ip);
     match &res {
@@ -213,11 +225,11 @@ async fn renew(State(m): State<Arc<Manager>>, ConnectInfo(peer): ConnectInfo<Pee
     encode(&res)
 }
 
-async fn heartbeat(State(m): State<Arc<Manager>>, ConnectInfo(peer): ConnectInfo<Peer>, body: Bytes) -> Response {
-    let hb: crate::worker::Heartbeat = match decode(&body) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
+async fn heartbeat(
+    State(m): State<Arc<Manager>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Bincode(hb): Bincode<crate::worker::Heartbeat>,
+) -> Response {
     let who = peer.identity.expect("checked by require_member");
     // A worker speaks for itself; a manager may forward a worker's heartbeat to the leader.
     if who.role == Role::Worker && who.id != hb.id {
@@ -233,11 +245,11 @@ async fn ca(State(m): State<Arc<Manager>>) -> Response {
     m.ca_pem().into_response()
 }
 
-async fn certificate(State(m): State<Arc<Manager>>, ConnectInfo(peer): ConnectInfo<Peer>, body: Bytes) -> Response {
-    let req: CertificateRequest = match decode(&body) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
+async fn certificate(
+    State(m): State<Arc<Manager>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Bincode(req): Bincode<CertificateRequest>,
+) -> Response {
     let res = m.handle_certificate(req).await;
     if let Err(e) = &res {
         tracing::warn!(peer = %peer.addr, error = %e, "refused a certificate request");
@@ -245,45 +257,28 @@ async fn certificate(State(m): State<Arc<Manager>>, ConnectInfo(peer): ConnectIn
     encode(&res)
 }
 
-async fn append(State(m): State<Arc<Manager>>, body: Bytes) -> Response {
-    let req: AppendEntriesRequest<TypeConfig> = match decode(&body) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
+async fn append(State(m): State<Arc<Manager>>, Bincode(req): Bincode<AppendEntriesRequest<TypeConfig>>) -> Response {
     m.note_leader_contact();
     encode(&m.raft.append_entries(req).await)
 }
 
-async fn vote(State(m): State<Arc<Manager>>, body: Bytes) -> Response {
-    let req: VoteRequest<u64> = match decode(&body) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
+async fn vote(State(m): State<Arc<Manager>>, Bincode(req): Bincode<VoteRequest<u64>>) -> Response {
     encode(&m.raft.vote(req).await)
 }
 
-async fn snapshot(State(m): State<Arc<Manager>>, body: Bytes) -> Response {
-    let req: InstallSnapshotRequest<TypeConfig> = match decode(&body) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
+async fn snapshot(
+    State(m): State<Arc<Manager>>,
+    Bincode(req): Bincode<InstallSnapshotRequest<TypeConfig>>,
+) -> Response {
     m.note_leader_contact();
     encode(&m.raft.install_snapshot(req).await)
 }
 
-async fn write(State(m): State<Arc<Manager>>, body: Bytes) -> Response {
-    let cmd: Command = match decode(&body) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
+async fn write(State(m): State<Arc<Manager>>, Bincode(cmd): Bincode<Command>) -> Response {
     encode(&m.write_as_leader(cmd).await)
 }
 
-async fn remove_voter(State(m): State<Arc<Manager>>, body: Bytes) -> Response {
-    let id: crate::types::NodeId = match decode(&body) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
+async fn remove_voter(State(m): State<Arc<Manager>>, Bincode(id): Bincode<crate::types::NodeId>) -> Response {
     encode(&m.remove_voter_as_leader(id).await)
 }
 
@@ -295,11 +290,11 @@ async fn read_index(State(m): State<Arc<Manager>>) -> Response {
     encode(&m.read_index_as_leader().await)
 }
 
-async fn join(State(m): State<Arc<Manager>>, ConnectInfo(peer): ConnectInfo<Peer>, body: Bytes) -> Response {
-    let req: JoinRequest = match decode(&body) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
+async fn join(
+    State(m): State<Arc<Manager>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Bincode(req): Bincode<JoinRequest>,
+) -> Response {
     // Only a manager certificate gets here (the joining node's own, or a follower forwarding it).
     tracing::info!(peer = %peer.addr, node_id = format!("{:016x}", req.id), "join request");
     let res: Result<_, Error> = m.handle_join(req).await;
