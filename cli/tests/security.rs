@@ -241,3 +241,31 @@ async fn certificates_renew_before_expiry_and_an_expired_one_is_refused() {
         c.log_tail(0, 20)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_cannot_buy_an_existing_nodes_identity() {
+    use shoal_registry::manager::{CertificateRequest, CertificateResponse};
+    use shoal_registry::rpc::RpcClient;
+
+    let c = Cluster::start(1, ClusterOptions::default()).await;
+    let token = c.token_for(0, "worker").await;
+    let nodes: Vec<serde_json::Value> = shoal_testkit::get_json(&c.nodes[0].http_addr(), "/v1/nodes").await.unwrap();
+    let manager_id = u64::from_str_radix(nodes[0]["ID"].as_str().unwrap(), 16).unwrap();
+    let ca = std::fs::read_to_string(c.nodes[0].data_dir.join("tls/ca.pem")).unwrap();
+    let client = RpcClient::new(shoal_registry::tls::anonymous_client_config(&ca).unwrap());
+    let ask = |id: u64| {
+        let (_, csr_pem) = shoal_registry::tls::new_csr().unwrap();
+        CertificateRequest { token: token.clone(), id, csr_pem, ip: c.nodes[0].ip.into() }
+    };
+    let taken: Result<CertificateResponse, shoal_registry::Error> = client
+        .call(&c.nodes[0].cluster_addr(), "/cluster/certificate", &ask(manager_id), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let err = taken.unwrap_err();
+    assert!(err.to_string().contains("is already taken"), "{err}");
+    let fresh: Result<CertificateResponse, shoal_registry::Error> = client
+        .call(&c.nodes[0].cluster_addr(), "/cluster/certificate", &ask(42), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(fresh.is_ok(), "a fresh ID gets a certificate: {fresh:?}");
+}

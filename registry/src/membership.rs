@@ -293,6 +293,13 @@ impl Manager {
             }
             Some(role) => role,
         };
+        // A new node must bring a new ID: a token holder may not take over an existing node's identity.
+        if self.view.read(|s| s.nodes.contains_key(&req.id) || s.removed.contains(&req.id)) {
+            return Err(Error::Forbidden(format!(
+                "node ID {:016x} is already taken in this cluster; a joining node needs a fresh data dir",
+                req.id
+            )));
+        }
         let ca = cluster.ca.ok_or_else(|| Error::Internal("this cluster has no CA".into()))?;
         let cert_pem = ca.sign(&req.csr_pem, req.id, role, &[req.ip], self.config.cert_validity)?;
         tracing::info!(node_id = format!("{:016x}", req.id), role = role.as_str(), "issued a node certificate");
