@@ -228,42 +228,70 @@ async fn run(config: ManagerConfig, mode: StartMode, http: HttpListen) -> Result
     };
     tracing::info!(data_dir = %config.data_dir.display(), "{what}");
     let data_dir = config.data_dir.clone();
-    let node = shoal_registry::node::start(config, mode).await.map_err(anyhow::Error::new)?;
-    let api = match &node {
-        RunningNode::Manager(manager) => {
-            eprintln!(
-                "shoal manager {:016x} ({}) is up: cluster {} · HTTP API http://{} · data {}",
-                manager.id,
-                manager.node.name,
-                manager.node.cluster_addr,
-                http_addr,
-                data_dir.display()
-            );
-            tokio::spawn(shoal_registry::api::serve(manager.clone(), http_listener, http_token))
-        }
-        RunningNode::Worker(worker) => {
-            eprintln!(
-                "shoal worker {:016x} ({}) is up: reporting to the managers · data {}",
-                worker.id,
-                worker.identity.name,
-                data_dir.display()
-            );
-            let app = worker.clone().api_router();
-            tokio::spawn(async move { axum::serve(http_listener, app).await })
-        }
-    };
+    let config_for_promotion = config.clone();
+    let mut node = shoal_registry::node::start(config, mode).await.map_err(anyhow::Error::new)?;
+    let mut next_listener = Some(http_listener);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let refused = async {
-        match &node {
-            RunningNode::Worker(w) => w.stopped().await,
-            RunningNode::Manager(_) => std::future::pending().await,
+    loop {
+        let listener = next_listener.take().expect("a listener for each run");
+        let mut api = match &node {
+            RunningNode::Manager(manager) => {
+                eprintln!(
+                    "shoal manager {:016x} ({}) is up: cluster {} · HTTP API http://{} · data {}",
+                    manager.id,
+                    manager.node.name,
+                    manager.node.cluster_addr,
+                    http_addr,
+                    data_dir.display()
+                );
+                tokio::spawn(shoal_registry::api::serve(manager.clone(), listener, http_token.clone()))
+            }
+            RunningNode::Worker(worker) => {
+                eprintln!(
+                    "shoal worker {:016x} ({}) is up: reporting to the managers · data {}",
+                    worker.id,
+                    worker.identity.name,
+                    data_dir.display()
+                );
+                let app = worker.clone().api_router();
+                tokio::spawn(async move { axum::serve(listener, app).await })
+            }
+        };
+        let worker = match &node {
+            RunningNode::Worker(w) => Some(w.clone()),
+            RunningNode::Manager(_) => None,
+        };
+        let refused = async {
+            match &worker {
+                Some(w) => w.stopped().await,
+                None => std::future::pending().await,
+            }
+        };
+        let promoted = async {
+            match &worker {
+                Some(w) => w.promoted().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            res = &mut api => { res??; break }
+            reason = refused => bail!("{reason}"),
+            (cert, via) = promoted => {
+                // Promotion: the worker's API gives way to a manager on the same port.
+                api.abort();
+                let _ = api.await;
+                let manager = shoal_registry::node::become_manager(config_for_promotion.clone(), cert, via)
+                    .await
+                    .map_err(anyhow::Error::new)?;
+                node = RunningNode::Manager(manager);
+                let rebound = tokio::net::TcpListener::bind(http_addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {http_addr} for the HTTP API after the promotion"))?;
+                next_listener = Some(rebound);
+            }
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-        res = api => { res??; }
-        reason = refused => bail!("{reason}"),
     }
     tracing::info!("shutting down");
     if let RunningNode::Manager(manager) = node {

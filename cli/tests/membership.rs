@@ -192,3 +192,39 @@ async fn a_paused_worker_is_marked_down_and_comes_back() {
     wait_for("the resumed worker to be ready", Duration::from_secs(5), status("Ready")).await;
     println!("SIGCONTed worker ready again after {:?}", resumed.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_promoted_worker_becomes_a_voting_manager() {
+    let mut c = Cluster::start(1, ClusterOptions::default()).await;
+    let w = c.add_worker(0).await;
+    let api = c.nodes[0].http_addr();
+    let worker = format!("node{}", w + 1);
+    let out = Command::new(shoal_bin()).args(["--http-addr", &api, "node", "promote", &worker]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("promoted to a manager"));
+
+    let peers: Vec<String> = get_json(&api, "/v1/status/peers").await.unwrap();
+    assert!(peers.contains(&c.nodes[w].cluster_addr()), "it votes: {peers:?}");
+    let v: serde_json::Value = serde_json::from_slice(
+        &Command::new(shoal_bin()).args(["--http-addr", &api, "node", "inspect", &worker]).output().unwrap().stdout,
+    )
+    .unwrap();
+    assert_eq!((v["Role"].as_str(), v["ManagerStatus"].as_str()), (Some("manager"), Some("Reachable")));
+
+    // Its own API now serves the registry: a write through it is forwarded to the leader.
+    c.nodes[w].worker = false;
+    let client = c.client(w);
+    wait_for("the promoted node's API to serve writes", Duration::from_secs(10), || {
+        let client = client.clone();
+        async move { (client.put("promoted", b"yes", "").await == Ok(true)).then_some(()) }
+    })
+    .await;
+    assert_eq!(c.client(0).get("promoted", "").await, Ok(Some(b"yes".to_vec())));
+
+    // Promoting a manager again, or a node that does not exist, is a clear error.
+    for (node, msg) in [(worker.as_str(), "is already a manager"), ("ghost", "no such node: ghost")] {
+        let out = Command::new(shoal_bin()).args(["--http-addr", &api, "node", "promote", node]).output().unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains(msg), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}

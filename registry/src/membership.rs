@@ -269,10 +269,12 @@ impl Manager {
     /// certificate proves.
     pub fn sign_renewal(&self, csr_pem: &str, who: PeerIdentity, ip: IpAddr) -> Result<String, Error> {
         let ca = self.view.read(|s| s.cluster.as_ref().and_then(|c| c.ca.clone())).ok_or(Error::NoLeader)?;
-        if self.view.read(|s| !s.nodes.contains_key(&who.id)) {
-            return Err(Error::Forbidden(format!("node {:016x} is not a member of this cluster", who.id)));
-        }
-        ca.sign(csr_pem, who.id, who.role, &[ip], self.config.cert_validity)
+        // The node table decides the role (a promoted worker renews into a manager certificate).
+        let role = self
+            .view
+            .read(|s| s.nodes.get(&who.id).map(|n| n.role))
+            .ok_or_else(|| Error::Forbidden(format!("node {:016x} is not a member of this cluster", who.id)))?;
+        ca.sign(csr_pem, who.id, role, &[ip], self.config.cert_validity)
     }
 
     /// Leader side of a certificate request: check the token, sign the CSR with the role the token
@@ -338,8 +340,8 @@ impl Manager {
         }
     }
 
-    /// Leader side of a join: check the token, add the node as a learner, wait until it has caught
-    /// up, then make it a voter.
+    /// Leader side of a join: add the node as a learner, wait until it has caught up, then make it
+    /// a voter.
     pub async fn handle_join(&self, req: JoinRequest) -> Result<JoinResponse, Error> {
         if let Some(leader) = self.leader_to_forward()? {
             let res: Result<Result<JoinResponse, Error>, RpcError> =
@@ -348,19 +350,8 @@ impl Manager {
         }
         let cluster =
             self.view.read(|s| s.cluster.clone()).ok_or(Error::Unavailable("cluster is still initialising".into()))?;
-        match cluster.role_of(&req.token) {
-            None => {
-                return Err(Error::Forbidden(
-                    "invalid join token: it is not a current token of this cluster (was it rotated?); get one with `shoal join-token manager` on a manager".into(),
-                ));
-            }
-            Some(Role::Worker) => {
-                return Err(Error::Forbidden(
-                    "this is a worker token; worker nodes are not supported by this version yet: join with the manager token (`shoal join-token manager`)".into(),
-                ));
-            }
-            Some(Role::Manager) => {}
-        }
+        // The caller holds a manager certificate of this cluster (checked by the RPC layer), issued
+        // against a manager token moments ago or by a promotion: that is the authority, not a token.
         let is_voter = self.raft.metrics().borrow().membership_config.membership().voter_ids().any(|v| v == req.id);
         if !is_voter {
             tracing::info!(node_id = req.id, node = %req.node, "adding manager as learner");
@@ -422,20 +413,19 @@ impl Manager {
             return Err(Error::Forbidden(format!("node {:016x} was removed from this cluster", hb.id)));
         }
         let known = self.view.read(|s| {
-            s.nodes.get(&hb.id).is_some_and(|n| {
-                n.role == Role::Worker
-                    && n.name == hb.name
-                    && n.cluster_addr == hb.cluster_addr
-                    && n.http_addr == hb.http_addr
-            })
+            s.nodes
+                .get(&hb.id)
+                .is_some_and(|n| n.name == hb.name && n.cluster_addr == hb.cluster_addr && n.http_addr == hb.http_addr)
         });
+        // The record's role wins: a worker being promoted keeps reporting until it has switched.
+        let role = self.view.read(|s| s.nodes.get(&hb.id).map(|n| n.role)).unwrap_or(Role::Worker);
         if !known {
             self.write(Command::NodeUpsert {
                 id: hb.id,
                 name: hb.name.clone(),
                 cluster_addr: hb.cluster_addr.clone(),
                 http_addr: hb.http_addr.clone(),
-                role: Role::Worker,
+                role,
                 resources: hb.resources,
             })
             .await?;
@@ -448,7 +438,22 @@ impl Manager {
             .voter_ids()
             .filter_map(|id| membership.get_node(&id).map(|n| (n.cluster_addr.clone(), n.http_addr.clone())))
             .collect();
-        Ok(crate::worker::ManagerList { managers })
+        Ok(crate::worker::ManagerList { managers, role })
+    }
+
+    /// `node promote`: a ready worker is told (through its heartbeat) to become a manager; it gets a
+    /// manager certificate and joins Raft as a learner, then a voter.
+    pub async fn promote_node(&self, query: &str) -> Result<ManagerStatus, Error> {
+        let row = self.inspect_node(query).await?;
+        if row.role == Role::Manager {
+            return Err(Error::BadRequest(format!("node {} is already a manager", row.name)));
+        }
+        if row.status != "Ready" {
+            return Err(Error::BadRequest(format!("node {} is down: a node must be up to be promoted", row.name)));
+        }
+        let id = NodeId::from_str_radix(&row.id, 16).map_err(|e| Error::Internal(e.to_string()))?;
+        self.write(Command::NodeSetRole { id, role: Role::Manager }).await?;
+        self.inspect_node(&row.id).await
     }
 
     /// The managers as the leader sees them. On a follower this is answered by forwarding to the
@@ -488,7 +493,9 @@ impl Manager {
             });
         }
         let seen = self.workers_seen.lock().expect("workers lock").clone();
-        for (id, n) in records.iter().filter(|(_, n)| n.role == Role::Worker) {
+        // Nodes outside the Raft membership: workers, and workers being promoted (role manager in
+        // the table, not yet a learner).
+        for (id, n) in records.iter().filter(|(id, _)| membership.get_node(id).is_none()) {
             let up = seen.get(id).is_some_and(|t| t.elapsed() < self.config.down_window);
             out.push(ManagerStatus {
                 id: format!("{id:016x}"),
@@ -496,8 +503,8 @@ impl Manager {
                 address: n.cluster_addr.clone(),
                 http_address: n.http_addr.clone(),
                 status: if up { "Ready" } else { "Down" }.into(),
-                manager_status: String::new(),
-                role: Role::Worker,
+                manager_status: if n.role == Role::Manager { "Promoting".into() } else { String::new() },
+                role: n.role,
                 availability: n.availability,
                 labels: n.labels.clone(),
                 resources: n.resources,

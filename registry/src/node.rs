@@ -104,3 +104,13 @@ pub async fn start(mut config: ManagerConfig, mode: StartMode) -> Result<Running
         }
     }
 }
+
+/// Turns a promoted worker into a manager: it joins Raft through `via` with its new manager
+/// certificate (no token: the certificate is the authority) and keeps its ID and data dir.
+pub async fn become_manager(config: ManagerConfig, cert: NodeCert, via: String) -> Result<Arc<Manager>, Error> {
+    let dir = config.data_dir.clone();
+    let mut identity =
+        NodeIdentity::load(&dir)?.ok_or_else(|| Error::Internal("the worker's data dir has no node.json".into()))?;
+    identity.role = Role::Manager;
+    Manager::launch(config, StartMode::Join { addr: via, token: String::new() }, identity, cert, None).await
+}

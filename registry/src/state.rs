@@ -130,6 +130,14 @@ impl State {
                     CommandResult::Done
                 }
             },
+            Command::NodeSetRole { id, role } => match self.nodes.get_mut(id) {
+                None => CommandResult::Refused(format!("no such node: {id:016x}")),
+                Some(n) => {
+                    n.role = *role;
+                    n.modify_index = index;
+                    CommandResult::Done
+                }
+            },
             Command::NodeRemove { id } => {
                 self.removed.insert(*id);
                 CommandResult::Applied(self.nodes.remove(id).is_some())

@@ -38,12 +38,13 @@ openraft::declare_raft_types!(
 );
 
 /// The role a node joins with; it comes from the join token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Member of the Raft group; keeps the registry.
     Manager,
-    /// Runs tasks only (arrives with the membership issue).
+    /// Runs tasks only; keeps no cluster state.
+    #[default]
     Worker,
 }
 
@@ -182,6 +183,13 @@ pub enum Command {
         label_add: std::collections::BTreeMap<String, String>,
         /// Labels to remove.
         label_rm: Vec<String>,
+    },
+    /// Change a node's role (promotion of a worker; the node acts on it).
+    NodeSetRole {
+        /// Node ID.
+        id: NodeId,
+        /// New role.
+        role: Role,
     },
     /// Remove a node record.
     NodeRemove {

@@ -41,6 +41,8 @@ pub struct Heartbeat {
 pub struct ManagerList {
     /// `(cluster address, HTTP address)` of each voter.
     pub managers: Vec<(String, String)>,
+    /// The role the node table gives the reporting node (`Manager` once it was promoted).
+    pub role: crate::types::Role,
 }
 
 /// A running worker.
@@ -54,6 +56,9 @@ pub struct Worker {
     data_dir: std::path::PathBuf,
     /// Set when the cluster refuses this node for good (e.g. it was removed).
     stopped: tokio::sync::watch::Sender<Option<String>>,
+    /// Set, with a manager certificate, when the node was promoted.
+    promoted: tokio::sync::watch::Sender<Option<(NodeCert, String)>>,
+    cert: LiveCert,
 }
 
 impl Worker {
@@ -68,8 +73,9 @@ impl Worker {
         let dir = config.data_dir.clone();
         let live = LiveCert::new(cert.clone())?;
         let rpc = RpcClient::new(live.client_config()?);
+        let live = live.clone();
         let known = match first {
-            Some(addr) => ManagerList { managers: vec![(addr, String::new())] },
+            Some(addr) => ManagerList { managers: vec![(addr, String::new())], role: crate::types::Role::Worker },
             None => load_managers(&dir),
         };
         let worker = Arc::new(Worker {
@@ -79,6 +85,8 @@ impl Worker {
             managers: Mutex::new(known),
             data_dir: dir.clone(),
             stopped: tokio::sync::watch::channel(None).0,
+            promoted: tokio::sync::watch::channel(None).0,
+            cert: live,
         });
         // The first heartbeat registers the node; a join is complete only when it is accepted.
         worker.beat().await?;
@@ -90,6 +98,9 @@ impl Worker {
     }
 
     async fn beat(&self) -> Result<(), Error> {
+        if self.promoted.borrow().is_some() {
+            return Ok(());
+        }
         let hb = Heartbeat {
             id: self.id,
             name: self.identity.name.clone(),
@@ -105,6 +116,9 @@ impl Worker {
                 self.rpc.call(&addr, "/cluster/heartbeat", &hb, Duration::from_secs(3)).await;
             match res {
                 Ok(Ok(list)) if !list.managers.is_empty() => {
+                    if list.role == crate::types::Role::Manager && self.promoted.borrow().is_none() {
+                        self.become_manager(&addr).await?;
+                    }
                     let changed = {
                         let mut known = self.managers.lock().expect("managers lock");
                         let changed = known.managers != list.managers;
@@ -140,6 +154,34 @@ impl Worker {
                 }
                 Err(e) => tracing::warn!(error = %e, "heartbeat to the managers failed"),
             }
+        }
+    }
+
+    /// Promotion: get a manager certificate (the node table now says manager) and hand it over.
+    async fn become_manager(&self, via: &str) -> Result<(), Error> {
+        let (key_pem, csr_pem) = crate::tls::new_csr()?;
+        let ip = self
+            .identity
+            .cluster_addr
+            .parse::<std::net::SocketAddr>()
+            .map(|a| a.ip())
+            .map_err(|e| Error::Internal(format!("bad advertised address: {e}")))?;
+        let req = crate::manager::RenewRequest { csr_pem, ip };
+        let res: Result<Result<String, Error>, RpcError> =
+            self.rpc.call(via, "/cluster/renew", &req, Duration::from_secs(10)).await;
+        let cert_pem = res.map_err(|e| Error::Unavailable(e.to_string()))??;
+        let cert = NodeCert { ca_pem: self.cert.current().ca_pem, cert_pem, key_pem };
+        tracing::info!("promoted to manager: got a manager certificate, joining Raft");
+        self.promoted.send_replace(Some((cert, via.to_string())));
+        Ok(())
+    }
+
+    /// Resolves when the node was promoted, with its manager certificate and a manager to join through.
+    pub async fn promoted(&self) -> (NodeCert, String) {
+        let mut rx = self.promoted.subscribe();
+        match rx.wait_for(Option::is_some).await {
+            Ok(p) => p.clone().expect("checked"),
+            Err(_) => std::future::pending().await,
         }
     }
 

@@ -47,6 +47,13 @@ pub enum NodeCmd {
         #[arg(long = "label-rm", value_name = "KEY")]
         label_rm: Vec<String>,
     },
+    /// Make a ready worker a manager (it joins Raft as a learner, then a voter); waits until it votes.
+    Promote {
+        node: String,
+        /// Return as soon as the promotion is recorded.
+        #[arg(long, short)]
+        detach: bool,
+    },
     /// Remove a node from the cluster (refused while it is up, unless --force).
     Rm {
         node: String,
@@ -110,6 +117,26 @@ pub async fn run(addr: &str, cmd: NodeCmd) -> Result<()> {
                 .await?
                 .with_context(|| format!("no such node: {node}"))?;
             println!("{node}");
+        }
+        NodeCmd::Promote { node, detach } => {
+            let path = format!("/v1/nodes/{}/promote", encode_key(&node));
+            let body = api.send(Method::POST, &path, None).await?.with_context(|| format!("no such node: {node}"))?;
+            let row: ManagerStatus = serde_json::from_slice(&body).context("unexpected answer")?;
+            if !detach {
+                // Converged when the leader lists it as a reachable manager.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                loop {
+                    let nodes: Vec<ManagerStatus> = api.get_json("/v1/nodes").await?.unwrap_or_default();
+                    if nodes.iter().any(|n| n.id == row.id && n.manager_status == "Reachable") {
+                        break;
+                    }
+                    if std::time::Instant::now() > deadline {
+                        bail!("node {node} was promoted but has not joined the managers within 60 s; check its log");
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            }
+            println!("Node {node} promoted to a manager in the cluster.");
         }
         NodeCmd::Rm { node, force } => {
             let path = format!("/v1/nodes/{}{}", encode_key(&node), if force { "?force" } else { "" });

@@ -141,3 +141,11 @@ pub(super) async fn remove_node(
         Err(e) => error_response(&e, None),
     }
 }
+
+/// `POST /v1/nodes/{node}/promote`: a ready worker becomes a manager.
+pub(super) async fn promote_node(State(m): State<Arc<Manager>>, Path(node): Path<String>) -> Response {
+    match m.promote_node(&node).await {
+        Ok(row) => axum::Json(row).into_response(),
+        Err(e) => error_response(&e, None),
+    }
+}
