@@ -276,8 +276,8 @@ impl Manager {
 
         match mode {
             StartMode::Init => manager.init(&identity, ca_for_init.expect("init made a CA")).await?,
-            StartMode::Join { addr, token } => {
-                if let Err(e) = manager.join(&addr, &token).await {
+            StartMode::Join { addr, .. } => {
+                if let Err(e) = manager.join(&addr).await {
                     let _ = manager.raft.shutdown().await;
                     let _ = std::fs::remove_file(dir.join(DB_FILE));
                     return Err(e);
@@ -325,7 +325,9 @@ impl Manager {
 
     /// `Some(leader)` when another node leads, `None` when this node does, an error when nobody does.
     pub(crate) fn leader_to_forward(&self) -> Result<Option<ShoalNode>, Error> {
-        let m = self.raft.metrics().borrow().clone();
+        // Borrow, not clone: these run on every request (X-Consul-* headers, write routing).
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
         match m.current_leader {
             Some(id) if id == self.id => Ok(None),
             Some(id) => m.membership_config.membership().get_node(&id).cloned().map(Some).ok_or(Error::NoLeader),
@@ -465,7 +467,9 @@ impl Manager {
 
     /// The leader as this node sees it: its ID and addresses.
     pub fn leader(&self) -> Option<(NodeId, ShoalNode)> {
-        let m = self.raft.metrics().borrow().clone();
+        // Borrow, not clone: these run on every request (X-Consul-* headers, write routing).
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
         let id = m.current_leader?;
         let node = m.membership_config.membership().get_node(&id).cloned()?;
         Some((id, node))
@@ -474,7 +478,9 @@ impl Manager {
     /// Whether this node believes there is a working leader (Consul's `X-Consul-KnownLeader`). A
     /// leader that has not heard from a quorum for several election timeouts does not count.
     pub fn known_leader(&self) -> bool {
-        let m = self.raft.metrics().borrow().clone();
+        // Borrow, not clone: these run on every request (X-Consul-* headers, write routing).
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
         match m.current_leader {
             None => false,
             Some(id) if id == self.id => {
@@ -495,7 +501,9 @@ impl Manager {
 
     /// The voters' cluster addresses.
     pub fn peers(&self) -> Vec<String> {
-        let m = self.raft.metrics().borrow().clone();
+        // Borrow, not clone: these run on every request (X-Consul-* headers, write routing).
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
         let membership = m.membership_config.membership();
         membership.voter_ids().filter_map(|id| membership.get_node(&id).map(|n| n.cluster_addr.clone())).collect()
     }

@@ -20,8 +20,6 @@ use crate::types::{Availability, Command, NodeId, Resources, Role, ShoalNode, Ty
 /// A join request, sent by a new node to any manager and forwarded to the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JoinRequest {
-    /// The token given on the command line.
-    pub token: String,
     /// The new node's ID.
     pub id: NodeId,
     /// The new node's addresses.
@@ -308,14 +306,11 @@ impl Manager {
         Ok(CertificateResponse { cert_pem })
     }
 
-    pub(crate) async fn join(&self, addr: &str, token: &str) -> Result<(), Error> {
+    /// Asks the leader (through `addr`) to add this node to Raft. The manager certificate this node
+    /// presents is the authority; the token was spent getting it.
+    pub(crate) async fn join(&self, addr: &str) -> Result<(), Error> {
         let addr = if addr.contains(':') { addr.to_string() } else { format!("{addr}:2377") };
-        let req = JoinRequest {
-            token: token.to_string(),
-            id: self.id,
-            node: self.node.clone(),
-            resources: Resources::of_this_host(),
-        };
+        let req = JoinRequest { id: self.id, node: self.node.clone(), resources: Resources::of_this_host() };
         let mut backoff = Duration::from_millis(200);
         let give_up = Instant::now() + Duration::from_secs(120);
         loop {
@@ -409,16 +404,17 @@ impl Manager {
                 self.rpc.call(&leader.cluster_addr, "/cluster/heartbeat", &hb, Duration::from_secs(3)).await;
             return res.map_err(|e| Error::Unavailable(e.to_string()))?;
         }
-        if self.view.read(|s| s.removed.contains(&hb.id)) {
+        // One look at the table: removed? already registered with these addresses? which role?
+        let (removed, known, role) = self.view.read(|s| {
+            let record = s.nodes.get(&hb.id);
+            let known = record
+                .is_some_and(|n| n.name == hb.name && n.cluster_addr == hb.cluster_addr && n.http_addr == hb.http_addr);
+            // The record's role wins: a worker being promoted keeps reporting until it has switched.
+            (s.removed.contains(&hb.id), known, record.map_or(Role::Worker, |n| n.role))
+        });
+        if removed {
             return Err(Error::Forbidden(format!("node {:016x} was removed from this cluster", hb.id)));
         }
-        let known = self.view.read(|s| {
-            s.nodes
-                .get(&hb.id)
-                .is_some_and(|n| n.name == hb.name && n.cluster_addr == hb.cluster_addr && n.http_addr == hb.http_addr)
-        });
-        // The record's role wins: a worker being promoted keeps reporting until it has switched.
-        let role = self.view.read(|s| s.nodes.get(&hb.id).map(|n| n.role)).unwrap_or(Role::Worker);
         if !known {
             self.write(Command::NodeUpsert {
                 id: hb.id,

@@ -69,40 +69,17 @@ impl RpcClient {
         Self { http }
     }
 
-    /// GETs `https://addr/path` and returns the body as text.
-    pub async fn get_text(&self, addr: &str, path: &str, timeout: Duration) -> Result<String, RpcError> {
-        let resp = self.http.get(format!("https://{addr}{path}")).timeout(timeout).send().await.map_err(|e| {
+    /// Sends `req` and returns the body of a 2xx answer. A connection that was never made is
+    /// `NotSent`; anything after that is `Unknown`.
+    async fn send(&self, addr: &str, req: reqwest::RequestBuilder) -> Result<bytes::Bytes, RpcError> {
+        let resp = req.send().await.map_err(|e| {
+            let msg = format!("{e:#}");
             if e.is_connect() {
-                RpcError::NotSent { addr: addr.into(), msg: format!("{e:#}") }
+                RpcError::NotSent { addr: addr.into(), msg }
             } else {
-                RpcError::Unknown { addr: addr.into(), msg: format!("{e:#}") }
+                RpcError::Unknown { addr: addr.into(), msg }
             }
         })?;
-        let status = resp.status();
-        let text = resp.text().await.map_err(|e| RpcError::Unknown { addr: addr.into(), msg: e.to_string() })?;
-        if !status.is_success() {
-            return Err(RpcError::Unknown { addr: addr.into(), msg: format!("{status}: {text}") });
-        }
-        Ok(text)
-    }
-
-    /// POSTs `req` to `http://addr/path` and decodes the answer.
-    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
-        &self,
-        addr: &str,
-        path: &str,
-        req: &Req,
-        timeout: Duration,
-    ) -> Result<Resp, RpcError> {
-        let body = bincode::serialize(req).map_err(|e| RpcError::NotSent { addr: addr.into(), msg: e.to_string() })?;
-        let resp =
-            self.http.post(format!("https://{addr}{path}")).timeout(timeout).body(body).send().await.map_err(|e| {
-                if e.is_connect() {
-                    RpcError::NotSent { addr: addr.into(), msg: format!("{e:#}") }
-                } else {
-                    RpcError::Unknown { addr: addr.into(), msg: format!("{e:#}") }
-                }
-            })?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| RpcError::Unknown { addr: addr.into(), msg: e.to_string() })?;
         if !status.is_success() {
@@ -111,6 +88,26 @@ impl RpcClient {
                 msg: format!("{status}: {}", String::from_utf8_lossy(&bytes)),
             });
         }
+        Ok(bytes)
+    }
+
+    /// GETs `https://addr/path` and returns the body as text.
+    pub async fn get_text(&self, addr: &str, path: &str, timeout: Duration) -> Result<String, RpcError> {
+        let bytes = self.send(addr, self.http.get(format!("https://{addr}{path}")).timeout(timeout)).await?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// POSTs `req` to `https://addr/path` and decodes the answer.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RpcError> {
+        let body = bincode::serialize(req).map_err(|e| RpcError::NotSent { addr: addr.into(), msg: e.to_string() })?;
+        let bytes =
+            self.send(addr, self.http.post(format!("https://{addr}{path}")).timeout(timeout).body(body)).await?;
         bincode::deserialize(&bytes)
             .map_err(|e| RpcError::Unknown { addr: addr.into(), msg: format!("bad answer: {e}") })
     }
