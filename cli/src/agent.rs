@@ -47,6 +47,15 @@ pub struct NetArgs {
     /// HTTP API port.
     #[arg(long, value_name = "PORT")]
     pub http_port: Option<u16>,
+    /// Gossip port (UDP; default 7946, or the port stored in the data dir).
+    #[arg(long, value_name = "PORT")]
+    pub gossip_port: Option<u16>,
+    /// How often this node gossips, in milliseconds.
+    #[arg(long, default_value_t = 250, value_name = "MS")]
+    pub gossip_interval_ms: u64,
+    /// The leader marks a node down when nothing was heard from it for this long (e.g. 5s, 1500ms).
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    pub down_window: String,
     /// Address the HTTP API listens on (default: the bind address when it is loopback, else
     /// 127.0.0.1). Any other address needs --http-token.
     #[arg(long, value_name = "IP")]
@@ -115,6 +124,21 @@ fn parse_expiry(s: &str) -> Result<Duration> {
     Ok(Duration::from_secs(secs))
 }
 
+fn parse_window(s: &str) -> Result<Duration> {
+    let bad = || anyhow::anyhow!("--down-window {s:?}: use a duration such as 5s or 1500ms (at least 500ms)");
+    let d = if let Some(ms) = s.strip_suffix("ms") {
+        Duration::from_millis(ms.parse().map_err(|_| bad())?)
+    } else if let Some(secs) = s.strip_suffix('s') {
+        Duration::from_secs(secs.parse().map_err(|_| bad())?)
+    } else {
+        return Err(bad());
+    };
+    if d < Duration::from_millis(500) {
+        return Err(bad());
+    }
+    Ok(d)
+}
+
 fn config(data_dir: PathBuf, net: &NetArgs) -> Result<ManagerConfig> {
     let stored = NodeIdentity::load(&data_dir).map_err(anyhow::Error::new)?;
     let defaults = ManagerConfig::default();
@@ -133,6 +157,12 @@ fn config(data_dir: PathBuf, net: &NetArgs) -> Result<ManagerConfig> {
             .or(stored.as_ref().and_then(|s| port_of(&s.cluster_addr)))
             .unwrap_or(defaults.cluster_port),
         http_port: net.http_port.or(stored.as_ref().and_then(|s| port_of(&s.http_addr))).unwrap_or(defaults.http_port),
+        gossip_port: net
+            .gossip_port
+            .or(stored.as_ref().and_then(|s| port_of(&s.gossip_addr)))
+            .unwrap_or(defaults.gossip_port),
+        gossip_interval: Duration::from_millis(net.gossip_interval_ms.clamp(10, 10_000)),
+        down_window: parse_window(&net.down_window)?,
         heartbeat: Duration::from_millis(net.heartbeat_ms),
         election_timeout,
         snapshot_threshold: net.snapshot_threshold.max(1),
@@ -229,7 +259,12 @@ async fn run(config: ManagerConfig, mode: StartMode, http: HttpListen) -> Result
     tracing::info!(data_dir = %config.data_dir.display(), "{what}");
     let data_dir = config.data_dir.clone();
     let config_for_promotion = config.clone();
+    let gossip_config = config.clone();
     let mut node = shoal_registry::node::start(config, mode).await.map_err(anyhow::Error::new)?;
+    let gossip = crate::gossip::start(&gossip_config, &node).await?;
+    if let RunningNode::Manager(m) = &node {
+        m.set_heard(std::sync::Arc::new(crate::gossip::GossipHeard(gossip.clone())));
+    }
     let mut next_listener = Some(http_listener);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
@@ -285,6 +320,8 @@ async fn run(config: ManagerConfig, mode: StartMode, http: HttpListen) -> Result
                 let manager = shoal_registry::node::become_manager(config_for_promotion.clone(), cert, via)
                     .await
                     .map_err(anyhow::Error::new)?;
+                manager.set_heard(std::sync::Arc::new(crate::gossip::GossipHeard(gossip.clone())));
+                gossip.set(shoal_gossip::keys::ROLE, "manager").await;
                 node = RunningNode::Manager(manager);
                 let rebound = tokio::net::TcpListener::bind(http_addr)
                     .await
@@ -294,6 +331,7 @@ async fn run(config: ManagerConfig, mode: StartMode, http: HttpListen) -> Result
         }
     }
     tracing::info!("shutting down");
+    gossip.shutdown().await;
     if let RunningNode::Manager(manager) = node {
         manager.shutdown().await;
     }

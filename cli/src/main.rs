@@ -3,6 +3,7 @@
 mod agent;
 mod client;
 mod commands;
+mod gossip;
 mod table;
 
 use anyhow::Result;

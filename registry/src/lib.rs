@@ -10,8 +10,10 @@
 
 pub mod api;
 pub mod error;
+pub mod gossip_params;
 pub mod kv;
 pub mod listener;
+pub mod liveness;
 pub mod log_store;
 pub mod manager;
 pub mod membership;

@@ -72,8 +72,12 @@ pub struct ManagerConfig {
     /// Validity of the node certificates this manager issues (when it leads). Nodes renew theirs
     /// after two thirds of it.
     pub cert_validity: Duration,
-    /// A worker not heard from for this long is shown as down.
+    /// A node not heard from (gossip, heartbeat, Raft) for this long is recorded as down.
     pub down_window: Duration,
+    /// Gossip port (UDP).
+    pub gossip_port: u16,
+    /// How often a node gossips.
+    pub gossip_interval: Duration,
 }
 
 impl Default for ManagerConfig {
@@ -93,6 +97,8 @@ impl Default for ManagerConfig {
             unsafe_no_fsync: false,
             cert_validity: DEFAULT_CERT_VALIDITY,
             down_window: Duration::from_secs(5),
+            gossip_port: 7946,
+            gossip_interval: Duration::from_millis(250),
         }
     }
 }
@@ -129,6 +135,9 @@ pub struct NodeIdentity {
     /// Manager or worker (from the join token).
     #[serde(default = "manager_role")]
     pub role: Role,
+    /// Advertised gossip address (UDP).
+    #[serde(default)]
+    pub gossip_addr: String,
 }
 
 fn manager_role() -> Role {
@@ -178,6 +187,8 @@ pub struct Manager {
     pub(crate) contacts: Contacts,
     pub(crate) leader_contact: Mutex<Instant>,
     pub(crate) workers_seen: Mutex<std::collections::HashMap<NodeId, Instant>>,
+    /// Gossip's view of who was heard from when (set once gossip runs).
+    pub(crate) heard: std::sync::RwLock<Option<Arc<dyn crate::liveness::Heard>>>,
     pub(crate) proposer: Proposer,
     pub(crate) reads: ReadBarrier,
     pub(crate) log_stats: Arc<LogStats>,
@@ -208,6 +219,7 @@ impl Manager {
             name: identity.name.clone(),
             cluster_addr: identity.cluster_addr.clone(),
             http_addr: identity.http_addr.clone(),
+            gossip_addr: identity.gossip_addr.clone(),
         };
         let tcp = tokio::net::TcpListener::bind(SocketAddr::new(config.bind_ip, config.cluster_port))
             .await
@@ -261,6 +273,7 @@ impl Manager {
             contacts,
             leader_contact: Mutex::new(Instant::now()),
             workers_seen: Mutex::default(),
+            heard: std::sync::RwLock::new(None),
             proposer: Proposer::start(raft.clone()),
             reads: ReadBarrier::new(raft.clone(), config.write_timeout),
             log_stats,
@@ -288,6 +301,7 @@ impl Manager {
             StartMode::Resume => {}
         }
         tokio::spawn(manager.clone().renew_certificates());
+        tokio::spawn(crate::liveness::run(Arc::downgrade(&manager)));
         Ok(manager)
     }
 
@@ -522,6 +536,20 @@ impl Manager {
             fsyncs: self.log_stats.fsyncs.load(Relaxed),
             append_calls: self.log_stats.appends.load(Relaxed),
             entries_written: self.log_stats.entries.load(Relaxed),
+        }
+    }
+
+    /// Hands the liveness loop its gossip view (`cli` wires gossip in; the registry does not know it).
+    pub fn set_heard(&self, heard: Arc<dyn crate::liveness::Heard>) {
+        *self.heard.write().expect("heard lock") = Some(heard);
+    }
+
+    /// Gossip members as this node sees them; empty until gossip runs.
+    pub async fn gossip_members(&self) -> Vec<crate::liveness::GossipMember> {
+        let heard = self.heard.read().expect("heard lock").clone();
+        match heard {
+            Some(h) => h.members().await,
+            None => Vec::new(),
         }
     }
 

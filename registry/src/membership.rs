@@ -12,10 +12,11 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::error::Error;
+use crate::gossip_params::GossipParams;
 use crate::manager::{Manager, NOT_LEADER, NodeIdentity, random_secret};
 use crate::rpc::{RpcClient, RpcError};
 use crate::tls::{NodeCert, PeerIdentity};
-use crate::types::{Availability, Command, NodeId, Resources, Role, ShoalNode, TypeConfig};
+use crate::types::{Availability, Command, NodeId, NodeStatus, Resources, Role, ShoalNode, TypeConfig};
 
 /// A join request, sent by a new node to any manager and forwarded to the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,6 +48,8 @@ pub struct CertificateRequest {
 pub struct CertificateResponse {
     /// The signed node certificate, PEM.
     pub cert_pem: String,
+    /// The gossip key and the managers' gossip addresses.
+    pub gossip: GossipParams,
 }
 
 /// A parsed join token `SHOAL-1-<ca digest>-<secret>`.
@@ -167,7 +170,7 @@ impl Manager {
         ip: IpAddr,
         addr: &str,
         token: &str,
-    ) -> Result<NodeCert, Error> {
+    ) -> Result<(NodeCert, GossipParams), Error> {
         let parsed: JoinToken = token.parse()?;
         let addr = if addr.contains(':') { addr.to_string() } else { format!("{addr}:2377") };
         let probe = RpcClient::new(crate::tls::unverified_client_config());
@@ -200,7 +203,7 @@ impl Manager {
         let res: Result<Result<CertificateResponse, Error>, RpcError> =
             client.call(&addr, "/cluster/certificate", &req, Duration::from_secs(30)).await;
         match res {
-            Ok(Ok(resp)) => Ok(NodeCert { ca_pem, cert_pem: resp.cert_pem, key_pem }),
+            Ok(Ok(resp)) => Ok((NodeCert { ca_pem, cert_pem: resp.cert_pem, key_pem }, resp.gossip)),
             Ok(Err(e)) => Err(e),
             Err(e) => Err(Error::Unavailable(format!("certificate request failed: {e}"))),
         }
@@ -303,7 +306,22 @@ impl Manager {
         let ca = cluster.ca.ok_or_else(|| Error::Internal("this cluster has no CA".into()))?;
         let cert_pem = ca.sign(&req.csr_pem, req.id, role, &[req.ip], self.config.cert_validity)?;
         tracing::info!(node_id = format!("{:016x}", req.id), role = role.as_str(), "issued a node certificate");
-        Ok(CertificateResponse { cert_pem })
+        let gossip = GossipParams::for_ca(&ca, self.gossip_seeds())?;
+        Ok(CertificateResponse { cert_pem, gossip })
+    }
+
+    /// The gossip key and seeds from the replicated state (for a manager whose data dir predates
+    /// `gossip.json`); `None` until the state holds the CA.
+    pub fn gossip_params_from_state(&self) -> Option<GossipParams> {
+        let ca = self.view.read(|s| s.cluster.as_ref().and_then(|c| c.ca.clone()))?;
+        GossipParams::for_ca(&ca, self.gossip_seeds()).ok()
+    }
+
+    /// The gossip addresses of the Raft members (seeds for a node joining the gossip).
+    pub fn gossip_seeds(&self) -> Vec<String> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config.membership().nodes().map(|(_, n)| n.gossip_addr.clone()).filter(|a| !a.is_empty()).collect()
     }
 
     /// Asks the leader (through `addr`) to add this node to Raft. The manager certificate this node
@@ -480,7 +498,11 @@ impl Manager {
                 name: records.get(id).map_or_else(|| node.name.clone(), |r| r.name.clone()),
                 address: node.cluster_addr.clone(),
                 http_address: node.http_addr.clone(),
-                status: if reachable { "Ready" } else { "Down" }.into(),
+                status: if *id == self.id {
+                    "Ready".into()
+                } else {
+                    records.get(id).map_or(NodeStatus::Unknown, |r| r.status).as_str().into()
+                },
                 manager_status: manager_status.into(),
                 role: Role::Manager,
                 availability: records.get(id).map(|r| r.availability).unwrap_or_default(),
@@ -488,17 +510,15 @@ impl Manager {
                 resources: records.get(id).map(|r| r.resources).unwrap_or_default(),
             });
         }
-        let seen = self.workers_seen.lock().expect("workers lock").clone();
         // Nodes outside the Raft membership: workers, and workers being promoted (role manager in
         // the table, not yet a learner).
         for (id, n) in records.iter().filter(|(id, _)| membership.get_node(id).is_none()) {
-            let up = seen.get(id).is_some_and(|t| t.elapsed() < self.config.down_window);
             out.push(ManagerStatus {
                 id: format!("{id:016x}"),
                 name: n.name.clone(),
                 address: n.cluster_addr.clone(),
                 http_address: n.http_addr.clone(),
-                status: if up { "Ready" } else { "Down" }.into(),
+                status: n.status.as_str().into(),
                 manager_status: if n.role == Role::Manager { "Promoting".into() } else { String::new() },
                 role: n.role,
                 availability: n.availability,

@@ -9,6 +9,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
 use crate::error::Error;
+use crate::gossip_params::GossipParams;
 use crate::manager::{Manager, ManagerConfig, NodeIdentity, StartMode, data_dir_in_use};
 use crate::tls::{ClusterCa, NodeCert, PeerIdentity};
 use crate::types::Role;
@@ -65,8 +66,12 @@ pub async fn start(mut config: ManagerConfig, mode: StartMode) -> Result<Running
             http_addr: SocketAddr::new(config.advertise_ip, config.http_port).to_string(),
             bind_ip: config.bind_ip,
             role: Role::Manager,
+            gossip_addr: SocketAddr::new(config.advertise_ip, config.gossip_port).to_string(),
         },
     };
+    if identity.gossip_addr.is_empty() {
+        identity.gossip_addr = SocketAddr::new(config.advertise_ip, config.gossip_port).to_string();
+    }
 
     // The node certificate comes first: the cluster port and every outgoing link need it.
     let (cert, ca_for_init) = match &mode {
@@ -74,10 +79,13 @@ pub async fn start(mut config: ManagerConfig, mode: StartMode) -> Result<Running
             let ca = ClusterCa::generate()?;
             let cert = ca.issue(identity.id, Role::Manager, &[config.advertise_ip], config.cert_validity)?;
             cert.save(&dir)?;
+            GossipParams::for_ca(&ca, vec![])?.save(&dir)?;
             (cert, Some(ca))
         }
         StartMode::Join { addr, token } => {
-            (Manager::obtain_certificate(&identity, config.advertise_ip, addr, token).await?, None)
+            let (cert, gossip) = Manager::obtain_certificate(&identity, config.advertise_ip, addr, token).await?;
+            gossip.save(&dir)?;
+            (cert, None)
         }
         StartMode::Resume => {
             let cert = NodeCert::load(&dir)?.ok_or_else(|| {

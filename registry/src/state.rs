@@ -9,7 +9,7 @@ use openraft::{LogId, StoredMembership};
 use serde::{Deserialize, Serialize};
 
 use crate::kv::KvTable;
-use crate::types::{Command, CommandResult, NodeId, NodeRecord, Role, ShoalNode};
+use crate::types::{Command, CommandResult, NodeId, NodeRecord, NodeStatus, Role, ShoalNode};
 
 /// The cluster's identity and join secrets, written once at `--init`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +99,8 @@ impl State {
                 let create_index = old.map_or(index, |n| n.create_index);
                 let availability = old.map(|n| n.availability).unwrap_or_default();
                 let labels = old.map(|n| n.labels.clone()).unwrap_or_default();
+                // A node registers itself, so it is up when its record is first written.
+                let status = old.map_or(NodeStatus::Ready, |n| n.status);
                 self.nodes.insert(
                     *id,
                     NodeRecord {
@@ -110,6 +112,7 @@ impl State {
                         availability,
                         labels,
                         resources: *resources,
+                        status,
                         create_index,
                         modify_index: index,
                     },
@@ -136,6 +139,15 @@ impl State {
                     n.role = *role;
                     n.modify_index = index;
                     CommandResult::Done
+                }
+            },
+            Command::NodeSetStatus { id, status } => match self.nodes.get_mut(id) {
+                None => CommandResult::Refused(format!("no such node: {id:016x}")),
+                Some(n) if n.status == *status => CommandResult::Applied(false),
+                Some(n) => {
+                    n.status = *status;
+                    n.modify_index = index;
+                    CommandResult::Applied(true)
                 }
             },
             Command::NodeRemove { id } => {

@@ -20,6 +20,9 @@ pub struct ShoalNode {
     pub cluster_addr: String,
     /// `IP:PORT` of the HTTP API.
     pub http_addr: String,
+    /// `IP:PORT` of the gossip socket (UDP); empty for members that predate gossip.
+    #[serde(default)]
+    pub gossip_addr: String,
 }
 
 impl fmt::Display for ShoalNode {
@@ -86,6 +89,30 @@ impl std::str::FromStr for Availability {
     }
 }
 
+/// Whether a node is up, as the leader recorded it from gossip and heartbeats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeStatus {
+    /// Not yet judged (e.g. a record written before the leader looked).
+    #[default]
+    Unknown,
+    /// Heard from within the down window.
+    Ready,
+    /// Not heard from for the down window; its work moves elsewhere.
+    Down,
+}
+
+impl NodeStatus {
+    /// Capitalised, as `node ls` and Docker show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "Unknown",
+            Self::Ready => "Ready",
+            Self::Down => "Down",
+        }
+    }
+}
+
 /// What a node offers, measured by the node itself (the scheduler reserves against it later).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -131,6 +158,9 @@ pub struct NodeRecord {
     pub labels: std::collections::BTreeMap<String, String>,
     /// CPUs and memory the node reported.
     pub resources: Resources,
+    /// Up or down, as the leader last recorded it.
+    #[serde(default)]
+    pub status: NodeStatus,
     /// Raft index at which the record was created.
     pub create_index: u64,
     /// Raft index of the last change.
@@ -190,6 +220,13 @@ pub enum Command {
         id: NodeId,
         /// New role.
         role: Role,
+    },
+    /// The leader's verdict on liveness (from gossip and heartbeats), one node per command.
+    NodeSetStatus {
+        /// Node ID.
+        id: NodeId,
+        /// Ready or down.
+        status: NodeStatus,
     },
     /// Remove a node record.
     NodeRemove {

@@ -28,6 +28,7 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .route("/v1/status/peers", get(status::peers))
         .route("/v1/agent/self", get(status::agent_self))
         .route("/v1/agent/raft", get(status::raft))
+        .route("/v1/agent/members", get(status::members))
         .route("/v1/nodes", get(status::nodes))
         .route("/v1/nodes/{node}", get(status::inspect_node).delete(status::remove_node))
         .route("/v1/nodes/{node}/update", axum::routing::post(status::update_node))

@@ -46,6 +46,11 @@ pub(super) async fn agent_self(State(m): State<Arc<Manager>>) -> Response {
     .into_response()
 }
 
+/// `GET /v1/agent/members`: the gossip members this node knows of (Consul's shape).
+pub(super) async fn members(State(m): State<Arc<Manager>>) -> Response {
+    axum::Json(m.gossip_members().await).into_response()
+}
+
 /// `GET /v1/nodes`: the node table with live status, as the leader sees it (a follower asks the
 /// leader); with no leader the answer is 503.
 pub(super) async fn nodes(State(m): State<Arc<Manager>>) -> Response {
