@@ -8,6 +8,8 @@ DEBIAN_PACKAGES=(
   ca-certificates   # cargo's and pip's registry access
   curl              # the README's examples and scripts
   python3-pip       # for the PyPI tools below, if the machine's Python has no pip
+  iproute2          # cli/tests/faults.rs: `ip link` in the test's own network namespace
+  iptables          # cli/tests/faults.rs: packet loss (`-m statistic`) inside that namespace
 )
 
 # PyPI tools the tests use: real Consul clients.

@@ -28,6 +28,18 @@ async fn three_managers_and_two_workers() {
     assert_eq!(workers.len(), 2, "{nodes:?}");
     assert!(workers.iter().all(|w| w["ManagerStatus"] == ""));
 
+    // Every node gossips (sealed with the cluster key): a follower hears all five, with their roles.
+    let probe = c.nodes[follower].http_addr();
+    wait_for("five live gossip members", Duration::from_secs(10), || {
+        let probe = probe.clone();
+        async move {
+            let m: Vec<serde_json::Value> = get_json(&probe, "/v1/agent/members").await?;
+            let managers = m.iter().filter(|m| m["Tags"]["role"] == "manager").count();
+            (m.len() == 5 && managers == 3 && m.iter().all(|m| m["Status"] == 1)).then_some(())
+        }
+    })
+    .await;
+
     // A worker's certificate cannot call manager-only RPCs.
     let tls = |f: &str| c.nodes[w1].data_dir.join("tls").join(f).to_string_lossy().into_owned();
     for path in ["/raft/append", "/raft/vote", "/cluster/write", "/cluster/join"] {

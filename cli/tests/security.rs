@@ -269,3 +269,41 @@ async fn a_token_cannot_buy_an_existing_nodes_identity() {
         .unwrap();
     assert!(fresh.is_ok(), "a fresh ID gets a certificate: {fresh:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gossip_from_a_process_without_the_cluster_key_is_dropped_and_logged() {
+    let mut c = Cluster::start(1, ClusterOptions::default()).await;
+    let w = c.add_worker(0).await;
+    let api = c.nodes[0].http_addr();
+    // The members gossip sealed with the cluster key: both are alive in the manager's view.
+    shoal_testkit::wait_for("both members alive in gossip", Duration::from_secs(10), || {
+        let api = api.clone();
+        async move {
+            let m: Vec<serde_json::Value> = shoal_testkit::get_json(&api, "/v1/agent/members").await?;
+            (m.len() == 2 && m.iter().all(|m| m["Status"] == 1)).then_some(())
+        }
+    })
+    .await;
+
+    // An outsider speaks chitchat in the clear (what chitchat sends without Shoal's sealing: magic
+    // number, protocol version, a Syn) and then garbage; neither reaches the gossip state.
+    let gossip = format!("{}:7946", c.nodes[0].ip);
+    let sock = std::net::UdpSocket::bind(format!("{}:0", c.nodes[w].ip)).unwrap();
+    let mut syn = 45_139u16.to_le_bytes().to_vec();
+    syn.extend_from_slice(&[0, 0]);
+    syn.extend_from_slice(b"\x00\x00\x07outsider");
+    for _ in 0..5 {
+        sock.send_to(&syn, &gossip).unwrap();
+        sock.send_to(&[0xde, 0xad, 0xbe, 0xef], &gossip).unwrap();
+    }
+    shoal_testkit::wait_for("the rejection to be logged", Duration::from_secs(5), || {
+        let log = c.log_tail(0, 400);
+        async move { log.contains("gossip packet rejected: not sealed with this cluster's key").then_some(()) }
+    })
+    .await;
+    let m: Vec<serde_json::Value> = shoal_testkit::get_json(&api, "/v1/agent/members").await.unwrap();
+    assert_eq!(m.len(), 2, "no outsider among the members: {m:?}");
+    let log = c.log_tail(0, 400);
+    let line = log.lines().find(|l| l.contains("gossip packet rejected")).unwrap();
+    assert!(line.contains(&c.nodes[w].ip.to_string()), "the log names the sender: {line}");
+}

@@ -245,7 +245,7 @@ impl Manager {
         let log_stats = log.stats();
         let sm = StateMachineStore::open(db).map_err(|e| Error::Internal(e.to_string()))?;
         let view = sm.view();
-        let rpc = RpcClient::new(live.client_config()?);
+        let rpc = RpcClient::bound(live.client_config()?, Some(config.bind_ip));
         let contacts = Contacts::default();
         let raft_config = Config {
             cluster_name: "shoal".into(),

@@ -56,8 +56,16 @@ pub struct RpcClient {
 impl RpcClient {
     /// A client with pooled keep-alive connections over TLS configured by `tls`.
     pub fn new(tls: rustls::ClientConfig) -> Self {
+        Self::bound(tls, None)
+    }
+
+    /// A client whose connections leave from `local` (the node's own address, as on a real host
+    /// with one IP; on a multi-address test host it keeps each node's traffic under its own IP).
+    pub fn bound(tls: rustls::ClientConfig, local: Option<std::net::IpAddr>) -> Self {
         crate::tls::install_crypto_provider();
+        let local = local.filter(|ip| !ip.is_unspecified());
         let http = reqwest::Client::builder()
+            .local_address(local)
             .connect_timeout(Duration::from_millis(500))
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)

@@ -72,7 +72,7 @@ impl Worker {
     ) -> Result<Arc<Worker>, Error> {
         let dir = config.data_dir.clone();
         let live = LiveCert::new(cert.clone())?;
-        let rpc = RpcClient::new(live.client_config()?);
+        let rpc = RpcClient::bound(live.client_config()?, Some(config.bind_ip));
         let live = live.clone();
         let known = match first {
             Some(addr) => ManagerList { managers: vec![(addr, String::new())], role: crate::types::Role::Worker },
