@@ -308,6 +308,16 @@ async fn run(config: ManagerConfig, mode: StartMode, http: HttpListen) -> Result
                 None => std::future::pending().await,
             }
         };
+        let manager = match &node {
+            RunningNode::Manager(m) => Some(m.clone()),
+            RunningNode::Worker(_) => None,
+        };
+        let demoted = async {
+            match &manager {
+                Some(m) => m.demoted().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
@@ -326,6 +336,23 @@ async fn run(config: ManagerConfig, mode: StartMode, http: HttpListen) -> Result
                 let rebound = tokio::net::TcpListener::bind(http_addr)
                     .await
                     .with_context(|| format!("cannot listen on {http_addr} for the HTTP API after the promotion"))?;
+                next_listener = Some(rebound);
+            }
+            _ = demoted => {
+                // Demotion: let the answer to the demote request (this node may be serving it) go
+                // out, then the manager's API gives way to a worker's on the same port.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                api.abort();
+                let _ = api.await;
+                let manager = manager.clone().expect("a demoted manager");
+                let worker = shoal_registry::node::become_worker(config_for_promotion.clone(), manager)
+                    .await
+                    .map_err(anyhow::Error::new)?;
+                gossip.set(shoal_gossip::keys::ROLE, "worker").await;
+                node = RunningNode::Worker(worker);
+                let rebound = tokio::net::TcpListener::bind(http_addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {http_addr} for the HTTP API after the demotion"))?;
                 next_listener = Some(rebound);
             }
         }

@@ -240,3 +240,109 @@ async fn a_promoted_worker_becomes_a_voting_manager() {
         assert!(String::from_utf8_lossy(&out.stderr).contains(msg), "{}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demoting_the_leader_hands_leadership_over_and_the_cluster_keeps_a_leader() {
+    let mut c = Cluster::start(3, ClusterOptions::default()).await;
+    let w = c.add_worker(0).await;
+    let shoal = |api: &str, args: &[&str]| Command::new(shoal_bin()).arg("--http-addr").arg(api).args(args).output().unwrap();
+
+    // Promote the worker: four managers.
+    let out = shoal(&c.nodes[0].http_addr(), &["node", "promote", &format!("node{}", w + 1)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    c.nodes[w].worker = false;
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    let watcher = (0..4).find(|i| *i != leader).unwrap();
+
+    // Throughout the demotion: a writer through a follower, and a watch on who leads.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (client, stop) = (c.client(watcher), stop.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match client.put(&format!("during/{ok}"), b"v", "").await {
+                    Ok(true) => ok += 1,
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    let leaderless = {
+        let (api, stop) = (c.nodes[watcher].http_addr(), stop.clone());
+        tokio::spawn(async move {
+            let (mut longest, mut since): (Duration, Option<Instant>) = (Duration::ZERO, None);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let l: Option<String> = get_json(&api, "/v1/status/leader?stale").await;
+                match l.filter(|l| !l.is_empty()) {
+                    Some(_) => since = None,
+                    None => {
+                        let s = *since.get_or_insert_with(Instant::now);
+                        longest = longest.max(s.elapsed());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            longest
+        })
+    };
+
+    let started = Instant::now();
+    let out = shoal(&c.nodes[leader].http_addr(), &["node", "demote", &format!("node{}", leader + 1)]);
+    assert!(out.status.success(), "demote the leader: {}", String::from_utf8_lossy(&out.stderr));
+    println!("demoting the leader took {:?}", started.elapsed());
+    c.nodes[leader].worker = true;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (writes, failed) = writer.await.unwrap();
+    let gap = leaderless.await.unwrap();
+    println!("during the demotion: {writes} writes succeeded, {} failed; longest leaderless view {gap:?}", failed.len());
+    assert!(failed.is_empty(), "writes failed during the hand-over: {failed:?}");
+    assert!(gap < Duration::from_secs(1), "the cluster was without a leader for {gap:?}");
+
+    // A new leader among the three remaining managers; the old one is a worker, ready, and stays up.
+    let new_leader = c.wait_leader(Duration::from_secs(5)).await;
+    assert_ne!(new_leader, leader);
+    let api = c.nodes[new_leader].http_addr();
+    let old = format!("node{}", leader + 1);
+    wait_for("the demoted node to run as a ready worker", Duration::from_secs(15), || {
+        let (api, old) = (api.clone(), old.clone());
+        async move {
+            let nodes: Vec<serde_json::Value> = get_json(&api, "/v1/nodes").await?;
+            let row = nodes.iter().find(|n| n["Name"] == old.as_str())?;
+            (row["Role"] == "worker" && row["Status"] == "Ready" && row["ManagerStatus"] == "").then_some(())
+        }
+    })
+    .await;
+    let out = shoal(&api, &["node", "ls"]);
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{table}");
+    assert_eq!(table.matches("Leader").count(), 1, "{table}");
+    assert_eq!(table.matches("Reachable").count(), 2, "{table}");
+    let peers: Vec<String> = get_json(&api, "/v1/status/peers").await.unwrap();
+    assert_eq!(peers.len(), 3, "{peers:?}");
+    assert!(!peers.contains(&c.nodes[leader].cluster_addr()));
+    assert!(c.log_tail(leader, 300).contains("demoted: running as a worker"), "{}", c.log_tail(leader, 30));
+    // Its API is a worker's now.
+    let out = shoal(&c.nodes[leader].http_addr(), &["kv", "put", "k", "v"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("this node is a worker"), "{out:?}");
+
+    // Refusals: a worker; a demotion that would leave too few reachable managers for a quorum.
+    let out = shoal(&api, &["node", "demote", &old]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("already a worker"), "{out:?}");
+    let down = (0..4).find(|i| *i != leader && *i != new_leader).unwrap();
+    c.kill(down);
+    wait_for("the killed manager to be down", Duration::from_secs(8), || {
+        let (api, name) = (api.clone(), format!("node{}", down + 1));
+        async move {
+            let nodes: Vec<serde_json::Value> = get_json(&api, "/v1/nodes").await?;
+            nodes.iter().any(|n| n["Name"] == name.as_str() && n["Status"] == "Down").then_some(())
+        }
+    })
+    .await;
+    let up = (0..4).find(|i| *i != leader && *i != new_leader && *i != down).unwrap();
+    let out = shoal(&api, &["node", "demote", &format!("node{}", up + 1)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("a quorum needs 2"), "{err}");
+}

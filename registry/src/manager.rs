@@ -189,6 +189,12 @@ pub struct Manager {
     pub(crate) workers_seen: Mutex<std::collections::HashMap<NodeId, Instant>>,
     /// Gossip's view of who was heard from when (set once gossip runs).
     pub(crate) heard: std::sync::RwLock<Option<Arc<dyn crate::liveness::Heard>>>,
+    /// Closed (true) while leadership is being handed over: local writes and reads wait.
+    gate: tokio::sync::watch::Sender<bool>,
+    /// Set when the leader says this node was demoted (the process then runs as a worker).
+    demoted: tokio::sync::watch::Sender<bool>,
+    /// Stops the cluster port's server.
+    stop: tokio::sync::watch::Sender<bool>,
     pub(crate) proposer: Proposer,
     pub(crate) reads: ReadBarrier,
     pub(crate) log_stats: Arc<LogStats>,
@@ -274,6 +280,9 @@ impl Manager {
             leader_contact: Mutex::new(Instant::now()),
             workers_seen: Mutex::default(),
             heard: std::sync::RwLock::new(None),
+            gate: tokio::sync::watch::Sender::new(false),
+            demoted: tokio::sync::watch::Sender::new(false),
+            stop: tokio::sync::watch::Sender::new(false),
             proposer: Proposer::start(raft.clone()),
             reads: ReadBarrier::new(raft.clone(), config.write_timeout),
             log_stats,
@@ -281,8 +290,12 @@ impl Manager {
         });
 
         let app = crate::rpc::router(manager.clone()).into_make_service_with_connect_info::<Peer>();
+        let mut stop = manager.stop.subscribe();
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
                 tracing::error!(error = %e, "cluster rpc server stopped");
             }
         });
@@ -370,6 +383,8 @@ impl Manager {
         let deadline = Instant::now() + self.config.write_timeout;
         loop {
             let leader = match self.leader_to_forward() {
+                // Leadership is being handed over: wait, then look again who leads.
+                Ok(None) if self.wait_gate(deadline).await? => continue,
                 Ok(None) => match self.write_local(cmd.clone(), deadline).await {
                     // Leadership moved before the write was taken: nothing was applied, try again.
                     Err(Error::Unavailable(msg)) if msg == NOT_LEADER => {
@@ -406,6 +421,9 @@ impl Manager {
     /// The cluster RPC side of a forwarded write: apply it only if this node leads.
     pub async fn write_as_leader(&self, cmd: Command) -> Result<CommandResult, Error> {
         let deadline = Instant::now() + self.config.write_timeout;
+        if self.wait_gate(deadline).await? {
+            return Err(Error::Unavailable(NOT_LEADER.into()));
+        }
         self.write_local(cmd, deadline).await
     }
 
@@ -414,6 +432,50 @@ impl Manager {
             Ok(res) => res,
             Err(_) => Err(Error::NoLeader),
         }
+    }
+
+    /// Waits while the gate is closed (a hand-over); `true` if it had to wait.
+    async fn wait_gate(&self, deadline: Instant) -> Result<bool, Error> {
+        let mut rx = self.gate.subscribe();
+        if !*rx.borrow() {
+            return Ok(false);
+        }
+        match tokio::time::timeout_at(deadline, rx.wait_for(|closed| !*closed)).await {
+            Ok(_) => Ok(true),
+            Err(_) => Err(Error::NoLeader),
+        }
+    }
+
+    /// Closes the gate until the guard is dropped.
+    pub(crate) fn close_gate(&self) -> GateGuard<'_> {
+        self.gate.send_replace(true);
+        GateGuard(&self.gate)
+    }
+
+    /// The cluster RPC side of `/cluster/demoted`: the leader says this node is no longer a manager.
+    pub fn mark_demoted(&self, id: NodeId) -> Result<(), Error> {
+        if id != self.id {
+            return Err(Error::BadRequest(format!("this is node {:016x}, not {id:016x}", self.id)));
+        }
+        self.demoted.send_replace(true);
+        Ok(())
+    }
+
+    /// Resolves once [`Manager::shutdown`] was called.
+    pub(crate) async fn stopped(&self) {
+        let mut rx = self.stop.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// Whether [`Manager::shutdown`] was called.
+    pub(crate) fn is_stopped(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Resolves when this node was demoted to a worker.
+    pub async fn demoted(&self) {
+        let mut rx = self.demoted.subscribe();
+        let _ = rx.wait_for(|d| *d).await;
     }
 
     async fn pause_before_retry(&self, deadline: Instant) -> Result<(), Error> {
@@ -436,6 +498,7 @@ impl Manager {
         let deadline = Instant::now() + self.config.write_timeout;
         loop {
             let leader = match self.leader_to_forward() {
+                Ok(None) if self.wait_gate(deadline).await? => continue,
                 Ok(None) => {
                     let index = self.read_index_local(deadline).await?;
                     return self.wait_applied(index, deadline).await;
@@ -553,9 +616,19 @@ impl Manager {
         }
     }
 
-    /// Stops Raft.
+    /// Stops Raft and the cluster port.
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
+        self.stop.send_replace(true);
+    }
+}
+
+/// Reopens the hand-over gate when dropped.
+pub(crate) struct GateGuard<'a>(&'a tokio::sync::watch::Sender<bool>);
+
+impl Drop for GateGuard<'_> {
+    fn drop(&mut self) {
+        self.0.send_replace(false);
     }
 }
 

@@ -231,7 +231,13 @@ impl Manager {
                 }
             };
             if let Ok(wait) = due.duration_since(std::time::SystemTime::now()) {
-                tokio::time::sleep(wait).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = self.stopped() => return,
+                }
+            }
+            if self.is_stopped() {
+                return;
             }
             match self.renew_once().await {
                 Ok(until) => tracing::info!(valid_until = ?until, "renewed the node certificate"),

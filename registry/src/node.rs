@@ -122,3 +122,52 @@ pub async fn become_manager(config: ManagerConfig, cert: NodeCert, via: String) 
     identity.role = Role::Manager;
     Manager::launch(config, StartMode::Join { addr: via, token: String::new() }, identity, cert, None).await
 }
+
+/// Turns a demoted manager into a worker: stops Raft and the cluster port, gets a worker
+/// certificate from another manager (the node table now says worker), drops the Raft data and
+/// starts the worker side with the same ID and data dir.
+pub async fn become_worker(config: ManagerConfig, manager: Arc<Manager>) -> Result<Arc<Worker>, Error> {
+    let dir = config.data_dir.clone();
+    let others: Vec<String> = {
+        let metrics = manager.raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != manager.id)
+            .map(|(_, n)| n.cluster_addr.clone())
+            .collect()
+    };
+    manager.shutdown().await;
+    let current = manager.cert.current();
+    let (key_pem, csr_pem) = crate::tls::new_csr()?;
+    let req = crate::membership::RenewRequest { csr_pem, ip: config.advertise_ip };
+    let mut last_err = Error::NoLeader;
+    let mut issued = None;
+    for addr in &others {
+        let res: Result<Result<String, Error>, crate::rpc::RpcError> =
+            manager.rpc.call(addr, "/cluster/renew", &req, std::time::Duration::from_secs(10)).await;
+        match res {
+            Ok(Ok(cert_pem)) => {
+                issued = Some((addr.clone(), cert_pem));
+                break;
+            }
+            Ok(Err(e)) => last_err = e,
+            Err(e) => last_err = Error::Unavailable(e.to_string()),
+        }
+    }
+    let (via, cert_pem) = issued.ok_or(last_err)?;
+    let cert = NodeCert { ca_pem: current.ca_pem, cert_pem, key_pem };
+    if role_of(&cert)? != Role::Worker {
+        return Err(Error::Internal("the managers still issue a manager certificate to this node".into()));
+    }
+    cert.save(&dir)?;
+    // The Raft data of a node that is no longer a member is of no use; a later promotion starts fresh.
+    let _ = std::fs::remove_file(dir.join("raft.redb"));
+    let mut identity =
+        NodeIdentity::load(&dir)?.ok_or_else(|| Error::Internal("the manager's data dir has no node.json".into()))?;
+    identity.role = Role::Worker;
+    identity.save(&dir)?;
+    tracing::info!(via = %via, "demoted: running as a worker");
+    Worker::launch(config, identity, cert, Some(via)).await
+}

@@ -155,6 +155,9 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .route("/cluster/join", post(join))
         .route("/cluster/nodes", post(nodes))
         .route("/cluster/remove-voter", post(remove_voter))
+        .route("/cluster/demote", post(demote))
+        .route("/cluster/demoted", post(demoted))
+        .route("/cluster/campaign", post(campaign))
         .route_layer(middleware::from_fn_with_state(manager.clone(), require_manager));
     let members = Router::new()
         .route("/cluster/renew", post(renew))
@@ -285,6 +288,18 @@ async fn write(State(m): State<Arc<Manager>>, Bincode(cmd): Bincode<Command>) ->
 
 async fn remove_voter(State(m): State<Arc<Manager>>, Bincode(id): Bincode<crate::types::NodeId>) -> Response {
     encode(&m.remove_voter_as_leader(id).await)
+}
+
+async fn demote(State(m): State<Arc<Manager>>, Bincode(id): Bincode<crate::types::NodeId>) -> Response {
+    encode(&m.demote_as_leader(id).await)
+}
+
+async fn demoted(State(m): State<Arc<Manager>>, Bincode(id): Bincode<crate::types::NodeId>) -> Response {
+    encode(&m.mark_demoted(id))
+}
+
+async fn campaign(State(m): State<Arc<Manager>>) -> Response {
+    encode(&m.campaign().await)
 }
 
 async fn nodes(State(m): State<Arc<Manager>>) -> Response {

@@ -54,6 +54,9 @@ pub enum NodeCmd {
         #[arg(long, short)]
         detach: bool,
     },
+    /// Make a manager a worker (it leaves the Raft voters; demoting the leader hands leadership
+    /// over first). Refused when it would leave no manager or too few for a quorum.
+    Demote { node: String },
     /// Remove a node from the cluster (refused while it is up, unless --force).
     Rm {
         node: String,
@@ -137,6 +140,11 @@ pub async fn run(addr: &str, cmd: NodeCmd) -> Result<()> {
                 }
             }
             println!("Node {node} promoted to a manager in the cluster.");
+        }
+        NodeCmd::Demote { node } => {
+            let path = format!("/v1/nodes/{}/demote", encode_key(&node));
+            api.send(Method::POST, &path, None).await?.with_context(|| format!("no such node: {node}"))?;
+            println!("Manager {node} demoted in the cluster.");
         }
         NodeCmd::Rm { node, force } => {
             let path = format!("/v1/nodes/{}{}", encode_key(&node), if force { "?force" } else { "" });

@@ -33,6 +33,7 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .route("/v1/nodes/{node}", get(status::inspect_node).delete(status::remove_node))
         .route("/v1/nodes/{node}/update", axum::routing::post(status::update_node))
         .route("/v1/nodes/{node}/promote", axum::routing::post(status::promote_node))
+        .route("/v1/nodes/{node}/demote", axum::routing::post(status::demote_node))
         .route("/v1/cluster/join-token/{role}", get(status::join_token).post(status::rotate_token))
         // The body limit is above the value limit so an oversized value gets our own 413 message.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_VALUE_BYTES * 2))

@@ -154,3 +154,11 @@ pub(super) async fn promote_node(State(m): State<Arc<Manager>>, Path(node): Path
         Err(e) => error_response(&e, None),
     }
 }
+
+/// `POST /v1/nodes/{node}/demote`.
+pub(super) async fn demote_node(State(m): State<Arc<Manager>>, Path(node): Path<String>) -> Response {
+    match m.demote_node(&node).await {
+        Ok(row) => axum::Json(row).into_response(),
+        Err(e) => error_response(&e, None),
+    }
+}
