@@ -63,6 +63,10 @@ pub struct NetArgs {
     /// Require this token on every HTTP API request (clients send it as X-Consul-Token).
     #[arg(long, env = "SHOAL_HTTP_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     pub http_token: Option<String>,
+    /// Serve the HTTP API over mutual TLS: clients must present a certificate from the cluster CA
+    /// (`shoal cert client --out DIR`, then `SHOAL_TLS_DIR=DIR shoal ...`).
+    #[arg(long)]
+    pub http_tls: bool,
     /// Leader heartbeat interval in milliseconds.
     #[arg(long, default_value_t = 50, value_name = "MS")]
     pub heartbeat_ms: u64,
@@ -189,6 +193,7 @@ pub async fn run_agent(args: AgentArgs) -> Result<()> {
 struct HttpListen {
     bind: Option<IpAddr>,
     token: Option<String>,
+    tls: bool,
 }
 
 fn http_listen(net: &NetArgs) -> Result<HttpListen> {
@@ -196,12 +201,13 @@ fn http_listen(net: &NetArgs) -> Result<HttpListen> {
     if let Some(ip) = net.http_bind
         && !ip.is_loopback()
         && token.is_none()
+        && !net.http_tls
     {
         bail!(
-            "the HTTP API would listen on {ip}, which is not a loopback address: set a token with --http-token or SHOAL_HTTP_TOKEN (clients send it as X-Consul-Token), or keep the API on loopback"
+            "the HTTP API would listen on {ip}, which is not a loopback address: require client certificates with --http-tls (clients get one with `shoal cert client --out DIR`), or set a token with --http-token or SHOAL_HTTP_TOKEN (clients send it as X-Consul-Token), or keep the API on loopback"
         );
     }
-    Ok(HttpListen { bind: net.http_bind, token })
+    Ok(HttpListen { bind: net.http_bind, token, tls: net.http_tls })
 }
 
 /// Flags of `shoal dev`.
@@ -246,7 +252,7 @@ async fn run(config: ManagerConfig, mode: StartMode, http: HttpListen) -> Result
     let http_ip =
         http.bind.unwrap_or(if config.bind_ip.is_loopback() { config.bind_ip } else { IpAddr::from([127, 0, 0, 1]) });
     let http_addr = SocketAddr::new(http_ip, config.http_port);
-    let http_token = http.token;
+    let http_token = http.token.clone();
     // Bind the API first so a port clash is reported before the node joins anything.
     let http_listener = tokio::net::TcpListener::bind(http_addr).await.with_context(|| {
         format!("cannot listen on {http_addr} for the HTTP API (is another node using it? pick --bind or --http-port)")
@@ -279,7 +285,11 @@ async fn run(config: ManagerConfig, mode: StartMode, http: HttpListen) -> Result
                     http_addr,
                     data_dir.display()
                 );
-                tokio::spawn(shoal_registry::api::serve(manager.clone(), listener, http_token.clone()))
+                if http.tls {
+                    tokio::spawn(shoal_registry::api::serve_tls(manager.clone(), listener, http_token.clone()))
+                } else {
+                    tokio::spawn(shoal_registry::api::serve(manager.clone(), listener, http_token.clone()))
+                }
             }
             RunningNode::Worker(worker) => {
                 eprintln!(
@@ -289,7 +299,13 @@ async fn run(config: ManagerConfig, mode: StartMode, http: HttpListen) -> Result
                     data_dir.display()
                 );
                 let app = worker.clone().api_router();
-                tokio::spawn(async move { axum::serve(listener, app).await })
+                if http.tls {
+                    let config = worker.api_tls_config().map_err(anyhow::Error::new)?;
+                    let listener = shoal_registry::listener::TlsListener::new(listener, config);
+                    tokio::spawn(async move { axum::serve(listener, app).await })
+                } else {
+                    tokio::spawn(async move { axum::serve(listener, app).await })
+                }
             }
         };
         let worker = match &node {

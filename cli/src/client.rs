@@ -32,14 +32,19 @@ impl std::fmt::Display for ApiError {
 impl std::error::Error for ApiError {}
 
 impl ApiClient {
+    /// A client for the API at `addr`. With `SHOAL_TLS_DIR` set (a directory holding `ca.pem`,
+    /// `client.pem` and `client.key`, as `shoal cert client --out` writes it), it speaks HTTPS and
+    /// presents that client certificate, for an API served with `--http-tls`.
     pub fn new(addr: &str) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(15))
-            .build()
-            .context("cannot build the HTTP client")?;
-        let addr = addr.trim_start_matches("http://").trim_end_matches('/').to_string();
-        Ok(Self { base: format!("http://{addr}"), addr, http })
+        let mut builder = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(15));
+        let tls_dir = std::env::var_os("SHOAL_TLS_DIR").filter(|d| !d.is_empty());
+        if let Some(dir) = &tls_dir {
+            builder = builder.tls_backend_preconfigured(client_tls(std::path::Path::new(dir))?);
+        }
+        let http = builder.build().context("cannot build the HTTP client")?;
+        let addr = addr.trim_start_matches("http://").trim_start_matches("https://").trim_end_matches('/').to_string();
+        let scheme = if tls_dir.is_some() { "https" } else { "http" };
+        Ok(Self { base: format!("{scheme}://{addr}"), addr, http })
     }
 
     /// Sends a request; `Ok(None)` on 404, `Err` on any other failure.
@@ -85,6 +90,31 @@ impl ApiClient {
             }
         }
     }
+}
+
+/// The TLS client config of `SHOAL_TLS_DIR`: trust the cluster CA, present the client certificate.
+fn client_tls(dir: &std::path::Path) -> Result<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let file = |f: &str| dir.join(f);
+    let hint = "SHOAL_TLS_DIR must hold ca.pem, client.pem and client.key (`shoal cert client --out DIR` writes them), or be a node's DATA_DIR/tls";
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_file_iter(file("ca.pem")).with_context(|| format!("reading ca.pem: {hint}"))? {
+        roots.add(ca.context("bad ca.pem")?).context("bad ca.pem")?;
+    }
+    // A node's own `DATA_DIR/tls` works too (node.pem/node.key): that is how the first client
+    // certificate is fetched from an API that already requires one.
+    let (cert_file, key_file) =
+        if file("client.pem").exists() { ("client.pem", "client.key") } else { ("node.pem", "node.key") };
+    let certs = CertificateDer::pem_file_iter(file(cert_file))
+        .with_context(|| format!("reading {cert_file}: {hint}"))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("bad {cert_file}"))?;
+    let key = PrivateKeyDer::from_pem_file(file(key_file)).with_context(|| format!("reading {key_file}: {hint}"))?;
+    rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .context("the client certificate and key do not match")
 }
 
 /// Percent-encodes a KV key for a URL path, keeping `/` as the separator.

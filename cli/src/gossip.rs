@@ -79,8 +79,8 @@ pub async fn start(config: &ManagerConfig, node: &RunningNode) -> Result<Cluster
         (None, RunningNode::Manager(m)) => m.gossip_params_from_state(),
         (None, RunningNode::Worker(_)) => None,
     };
-    let params = params
-        .with_context(|| format!("{} has no gossip.json; the node cannot gossip", config.data_dir.display()))?;
+    let params =
+        params.with_context(|| format!("{} has no gossip.json; the node cannot gossip", config.data_dir.display()))?;
     let key = GossipKey::from_hex(&params.key).context("gossip.json holds a malformed key")?;
     seeds.extend(params.seeds.iter().cloned());
     seeds.retain(|s| *s != gossip_addr);

@@ -35,6 +35,9 @@ enum Cmd {
     /// Inspect the cluster's nodes.
     #[command(subcommand)]
     Node(commands::node::NodeCmd),
+    /// Issue certificates from the cluster CA.
+    #[command(subcommand)]
+    Cert(commands::cert::CertCmd),
     /// Print (or --rotate) the token and command to join a node.
     JoinToken(commands::token::JoinTokenArgs),
 }
@@ -61,6 +64,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Dev(args) => agent::run_dev(args).await,
         Cmd::Kv(cmd) => commands::kv::run(&cli.http_addr, cmd).await,
         Cmd::Node(cmd) => commands::node::run(&cli.http_addr, cmd).await,
+        Cmd::Cert(cmd) => commands::cert::run(&cli.http_addr, cmd).await,
         Cmd::JoinToken(args) => commands::token::run(&cli.http_addr, args).await,
     }
 }

@@ -27,7 +27,20 @@ fn packet_loss(ip: &str, probability: &str) {
     for dir in ["-s", "-d"] {
         run(
             "iptables",
-            &["-A", "INPUT", dir, ip, "-m", "statistic", "--mode", "random", "--probability", probability, "-j", "DROP"],
+            &[
+                "-A",
+                "INPUT",
+                dir,
+                ip,
+                "-m",
+                "statistic",
+                "--mode",
+                "random",
+                "--probability",
+                probability,
+                "-j",
+                "DROP",
+            ],
         );
     }
 }

@@ -245,7 +245,8 @@ async fn a_promoted_worker_becomes_a_voting_manager() {
 async fn demoting_the_leader_hands_leadership_over_and_the_cluster_keeps_a_leader() {
     let mut c = Cluster::start(3, ClusterOptions::default()).await;
     let w = c.add_worker(0).await;
-    let shoal = |api: &str, args: &[&str]| Command::new(shoal_bin()).arg("--http-addr").arg(api).args(args).output().unwrap();
+    let shoal =
+        |api: &str, args: &[&str]| Command::new(shoal_bin()).arg("--http-addr").arg(api).args(args).output().unwrap();
 
     // Promote the worker: four managers.
     let out = shoal(&c.nodes[0].http_addr(), &["node", "promote", &format!("node{}", w + 1)]);
@@ -297,7 +298,10 @@ async fn demoting_the_leader_hands_leadership_over_and_the_cluster_keeps_a_leade
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (writes, failed) = writer.await.unwrap();
     let gap = leaderless.await.unwrap();
-    println!("during the demotion: {writes} writes succeeded, {} failed; longest leaderless view {gap:?}", failed.len());
+    println!(
+        "during the demotion: {writes} writes succeeded, {} failed; longest leaderless view {gap:?}",
+        failed.len()
+    );
     assert!(failed.is_empty(), "writes failed during the hand-over: {failed:?}");
     assert!(gap < Duration::from_secs(1), "the cluster was without a leader for {gap:?}");
 

@@ -110,7 +110,11 @@ async fn the_http_api_stays_on_loopback_unless_a_token_guards_it() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("not a loopback address: set a token"), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("not a loopback address") && err.contains("--http-tls") && err.contains("--http-token"),
+        "{err}"
+    );
 
     // With a token, requests without it get 403 and no data; with it, they work (the CLI reads
     // SHOAL_HTTP_TOKEN).
@@ -166,6 +170,75 @@ async fn the_http_api_stays_on_loopback_unless_a_token_guards_it() {
         .output()
         .unwrap();
     assert!(!out.status.success() && stderr(&out).contains("Permission denied"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_with_http_tls_answers_only_clients_with_a_certificate_from_the_cluster_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ip = format!("127.{}.{}.7", rand_octet(), rand_octet());
+    let port = (std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).to_string();
+    let data = dir.path().join("tls-node");
+    // Listening on every address is allowed with --http-tls (no token needed).
+    let _node = KillOnDrop(
+        Command::new(shoal_bin())
+            .args(["agent", "--init", "--data-dir"])
+            .arg(&data)
+            .args(["--bind", &ip, "--http-bind", "0.0.0.0", "--http-port", &port, "--http-tls"])
+            .env_remove("SHOAL_HTTP_TOKEN")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let api = format!("{ip}:{port}");
+    let shoal = |tls_dir: &std::path::Path, args: &[&str]| {
+        Command::new(shoal_bin()).args(["--http-addr", &api]).args(args).env("SHOAL_TLS_DIR", tls_dir).output().unwrap()
+    };
+    // The node's own certificate is a client of its API: that is how the first client cert is had.
+    let node_tls = data.join("tls");
+    shoal_testkit::wait_for("the TLS API", Duration::from_secs(15), || {
+        let ok = shoal(&node_tls, &["kv", "put", "boot", "1"]).status.success();
+        async move { ok.then_some(()) }
+    })
+    .await;
+    let out_dir = dir.path().join("me");
+    let out = shoal(&node_tls, &["cert", "client", "--out", out_dir.to_str().unwrap(), "--name", "alice"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = shoal(&out_dir, &["kv", "put", "greeting", "hello"]);
+    assert!(out.status.success(), "with the client certificate: {}", stderr(&out));
+    let out = shoal(&out_dir, &["kv", "get", "greeting"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+
+    // Without a certificate, with plain HTTP, or with a certificate of another cluster: no data.
+    let url = format!("https://{api}/v1/kv/greeting?raw");
+    let ca = out_dir.join("ca.pem").to_string_lossy().into_owned();
+    let get = |args: &[&str]| {
+        let out = Command::new("curl").args(["-s", "-m", "5", "-w", "\n%{http_code}"]).args(args).output().unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (rc, body) = get(&["--cacert", &ca, &url]);
+    assert!(rc != 0 && !body.contains("hello"), "no client certificate: curl {rc} {body}");
+    let (_, body) = get(&[&format!("http://{api}/v1/kv/greeting?raw")]);
+    assert!(!body.contains("hello"), "plain HTTP: {body}");
+    let other = Cluster::start(1, ClusterOptions::default()).await;
+    let otls = |f: &str| other.nodes[0].data_dir.join("tls").join(f).to_string_lossy().into_owned();
+    let (rc, body) = get(&["--cacert", &ca, "--cert", &otls("node.pem"), "--key", &otls("node.key"), &url]);
+    assert!(rc != 0 && !body.contains("hello"), "another cluster's certificate: curl {rc} {body}");
+    let (cert, key) = (out_dir.join("client.pem"), out_dir.join("client.key"));
+    let (rc, body) = get(&["--cacert", &ca, "--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap(), &url]);
+    assert_eq!((rc, body.as_str()), (0, "hello\n200"), "curl with the client certificate");
+
+    // A client certificate is no node identity: the cluster port refuses it.
+    let (_, code) = curl(&[
+        "--cacert",
+        &ca,
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        &format!("https://{ip}:2377/cluster/heartbeat"),
+    ]);
+    assert_eq!(code, "401", "an API client certificate on the cluster port");
 }
 
 /// Kills (by PID) the process this test started, even when an assertion fails.

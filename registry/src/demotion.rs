@@ -66,7 +66,11 @@ impl Manager {
             match res {
                 // Leadership moved (e.g. it was just handed over): ask the new leader.
                 Err(Error::Unavailable(msg)) if msg == NOT_LEADER => {
-                    self.raft.wait(Some(Duration::from_secs(3))).metrics(|m| m.current_leader.is_some(), "a leader").await.ok();
+                    self.raft
+                        .wait(Some(Duration::from_secs(3)))
+                        .metrics(|m| m.current_leader.is_some(), "a leader")
+                        .await
+                        .ok();
                 }
                 other => return other,
             }
@@ -124,9 +128,8 @@ impl Manager {
         let (target, addr) = {
             let metrics = self.raft.metrics();
             let m = metrics.borrow();
-            let matched = |v: &NodeId| {
-                m.replication.as_ref().and_then(|r| r.get(v).cloned().flatten()).map_or(0, |l| l.index)
-            };
+            let matched =
+                |v: &NodeId| m.replication.as_ref().and_then(|r| r.get(v).cloned().flatten()).map_or(0, |l| l.index);
             let target = voters
                 .iter()
                 .filter(|v| **v != self.id && reachable.contains(v))
@@ -146,7 +149,12 @@ impl Manager {
             self.raft
                 .wait(Some(Duration::from_secs(5)))
                 .metrics(
-                    |m| m.replication.as_ref().and_then(|r| r.get(&target).cloned().flatten()).is_some_and(|l| l.index >= last),
+                    |m| {
+                        m.replication
+                            .as_ref()
+                            .and_then(|r| r.get(&target).cloned().flatten())
+                            .is_some_and(|l| l.index >= last)
+                    },
                     "the target to hold the whole log",
                 )
                 .await

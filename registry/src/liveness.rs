@@ -124,7 +124,8 @@ fn changes(m: &Arc<Manager>, leading_since: Instant) -> Vec<(NodeId, NodeStatus)
             let wanted = if id == m.id {
                 NodeStatus::Ready
             } else {
-                let last = [gossip.get(&id).copied(), rpc.get(&id).copied(), m.contacts.last(id)].into_iter().flatten().max();
+                let last =
+                    [gossip.get(&id).copied(), rpc.get(&id).copied(), m.contacts.last(id)].into_iter().flatten().max();
                 verdict(last, leading_since, now, m.config.down_window)
             };
             (wanted != recorded).then_some((id, wanted))

@@ -316,6 +316,17 @@ impl Manager {
         Ok(CertificateResponse { cert_pem, gossip })
     }
 
+    /// A client certificate for the HTTP API: `(certificate PEM, CA PEM)`.
+    pub fn issue_client_cert(&self, csr_pem: &str, name: &str) -> Result<(String, String), Error> {
+        let ca = self
+            .view
+            .read(|s| s.cluster.as_ref().and_then(|c| c.ca.clone()))
+            .ok_or(Error::Unavailable("cluster is still initialising".into()))?;
+        let cert = ca.sign_client(csr_pem, name, self.config.cert_validity)?;
+        tracing::info!(client = %name, "issued an API client certificate");
+        Ok((cert, ca.cert_pem))
+    }
+
     /// The gossip key and seeds from the replicated state (for a manager whose data dir predates
     /// `gossip.json`); `None` until the state holds the CA.
     pub fn gossip_params_from_state(&self) -> Option<GossipParams> {

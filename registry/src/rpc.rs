@@ -188,7 +188,7 @@ async fn require_manager(
         }
         None => {
             tracing::warn!(peer = %peer.addr, path = %req.uri().path(), "refused: no client certificate from this cluster");
-            (StatusCode::UNAUTHORIZED, "this RPC needs a client certificate from this cluster's CA\n").into_response()
+            (StatusCode::UNAUTHORIZED, "this RPC needs a node certificate from this cluster's CA\n").into_response()
         }
     }
 }
@@ -206,7 +206,7 @@ async fn require_member(
         None => {}
     }
     tracing::warn!(peer = %peer.addr, path = %req.uri().path(), "refused: no client certificate from this cluster");
-    (StatusCode::UNAUTHORIZED, "this RPC needs a client certificate from this cluster's CA\n").into_response()
+    (StatusCode::UNAUTHORIZED, "this RPC needs a node certificate from this cluster's CA\n").into_response()
 }
 
 fn is_removed(m: &Manager, id: crate::types::NodeId) -> bool {

@@ -93,6 +93,32 @@ impl ClusterCa {
         Ok(cert.pem())
     }
 
+    /// Signs a client certificate for the HTTP API (`shoal cert client`): subject `client-NAME`,
+    /// OU `client`, client authentication only. It is no node identity: the cluster port refuses it.
+    pub fn sign_client(&self, csr_pem: &str, name: &str, validity: Duration) -> Result<String, Error> {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+            return Err(Error::BadRequest(format!(
+                "invalid client name {name:?}: use letters, digits, '-', '_' or '.'"
+            )));
+        }
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| Error::BadRequest(format!("invalid certificate signing request: {e}")))?;
+        let key = KeyPair::from_pem(&self.key_pem).map_err(|e| tls_err("ca key", e))?;
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, key).map_err(|e| tls_err("ca certificate", e))?;
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| tls_err("client params", e))?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, format!("client-{name}"));
+        dn.push(DnType::OrganizationalUnitName, "client");
+        params.distinguished_name = dn;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.use_authority_key_identifier_extension = true;
+        params.not_before = time_now() - time::Duration::seconds(30);
+        params.not_after = time_now() + time::Duration::seconds(validity.as_secs() as i64);
+        let cert = params.signed_by(&csr.public_key, &issuer).map_err(|e| tls_err("signing", e))?;
+        Ok(cert.pem())
+    }
+
     /// Issues a key and certificate directly (used for the first manager).
     pub fn issue(&self, id: NodeId, role: Role, ips: &[IpAddr], validity: Duration) -> Result<NodeCert, Error> {
         let (key_pem, csr) = new_csr()?;
@@ -273,6 +299,19 @@ impl LiveCert {
         install_crypto_provider();
         let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(self.current().roots()?))
             .allow_unauthenticated()
+            .build()
+            .map_err(|e| tls_err("client verifier", e))?;
+        let mut config =
+            ServerConfig::builder().with_client_cert_verifier(verifier).with_cert_resolver(Arc::new(self.clone()));
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    /// The HTTP API's server side with `--http-tls`: presents the node certificate and *requires* a
+    /// client certificate from the cluster CA (`shoal cert client`, or a node's own).
+    pub fn api_server_config(&self) -> Result<Arc<ServerConfig>, Error> {
+        install_crypto_provider();
+        let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(self.current().roots()?))
             .build()
             .map_err(|e| tls_err("client verifier", e))?;
         let mut config =

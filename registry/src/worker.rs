@@ -200,6 +200,11 @@ impl Worker {
     }
 
     /// The worker's HTTP API: every request is refused with a pointer to a manager.
+    /// The TLS config of this worker's API with `--http-tls` (client certificates required).
+    pub fn api_tls_config(&self) -> Result<Arc<rustls::ServerConfig>, Error> {
+        self.cert.api_server_config()
+    }
+
     pub fn api_router(self: Arc<Self>) -> Router {
         Router::new().fallback(move || {
             let w = self.clone();

@@ -34,6 +34,7 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .route("/v1/nodes/{node}/update", axum::routing::post(status::update_node))
         .route("/v1/nodes/{node}/promote", axum::routing::post(status::promote_node))
         .route("/v1/nodes/{node}/demote", axum::routing::post(status::demote_node))
+        .route("/v1/cluster/client-cert", axum::routing::post(status::client_cert))
         .route("/v1/cluster/join-token/{role}", get(status::join_token).post(status::rotate_token))
         // The body limit is above the value limit so an oversized value gets our own 413 message.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_VALUE_BYTES * 2))
@@ -54,6 +55,24 @@ pub async fn serve(
         }
     };
     axum::serve(listener, app).await
+}
+
+/// Serves the API over mutual TLS on `listener` (`--http-tls`): only clients presenting a
+/// certificate from the cluster CA get through the handshake; the token, if any, is checked too.
+pub async fn serve_tls(
+    manager: Arc<Manager>,
+    listener: tokio::net::TcpListener,
+    token: Option<String>,
+) -> std::io::Result<()> {
+    let config = manager.cert.api_server_config().map_err(std::io::Error::other)?;
+    let listener = crate::listener::TlsListener::new(listener, config);
+    let app = match token {
+        None => router(manager),
+        Some(token) => {
+            router(manager).layer(axum::middleware::from_fn(move |req, next| require_token(token.clone(), req, next)))
+        }
+    };
+    axum::serve(listener, app.into_make_service_with_connect_info::<crate::listener::Peer>()).await
 }
 
 /// Whether `req` carries `token`.

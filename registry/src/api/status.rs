@@ -162,3 +162,24 @@ pub(super) async fn demote_node(State(m): State<Arc<Manager>>, Path(node): Path<
         Err(e) => error_response(&e, None),
     }
 }
+
+/// `POST /v1/cluster/client-cert` `{"Csr": PEM, "Name": NAME}`: a client certificate for the HTTP
+/// API (`shoal cert client`), signed by the cluster CA. Answer: `{"Cert": PEM, "Ca": PEM}`.
+pub(super) async fn client_cert(State(m): State<Arc<Manager>>, body: axum::body::Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Req {
+        csr: String,
+        name: String,
+    }
+    let req: Req = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error_response(&Error::BadRequest(format!("expected {{\"Csr\": PEM, \"Name\": NAME}}: {e}")), None);
+        }
+    };
+    match m.issue_client_cert(&req.csr, &req.name) {
+        Ok((cert, ca)) => axum::Json(json!({ "Cert": cert, "Ca": ca })).into_response(),
+        Err(e) => error_response(&e, None),
+    }
+}
