@@ -193,7 +193,8 @@ mod tests {
     #[test]
     fn quorum_rules() {
         let set = |v: &[u64]| v.iter().copied().collect::<BTreeSet<_>>();
-        let cases: [(&str, &[u64], &[u64], u64, bool); 6] = [
+        type Case<'a> = (&'a str, &'a [u64], &'a [u64], u64, bool);
+        let cases: [Case; 6] = [
             ("last manager", &[1], &[1], 1, false),
             ("3 up, demote one", &[1, 2, 3], &[1, 2, 3], 3, true),
             ("3 voters, one down, demote an up one", &[1, 2, 3], &[1, 2], 2, false),
