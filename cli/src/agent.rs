@@ -265,6 +265,10 @@ async fn run(config: ManagerConfig, mode: StartMode, http: HttpListen) -> Result
     tracing::info!(data_dir = %config.data_dir.display(), "{what}");
     let data_dir = config.data_dir.clone();
     let config_for_promotion = config.clone();
+    match crate::engine::version().await {
+        Some(v) => shoal_registry::types::Resources::set_engine_version(v),
+        None => tracing::warn!("no Docker engine answered on its socket; the node table shows no engine version"),
+    }
     let gossip_config = config.clone();
     let mut node = shoal_registry::node::start(config, mode).await.map_err(anyhow::Error::new)?;
     let gossip = crate::gossip::start(&gossip_config, &node).await?;

@@ -3,6 +3,7 @@
 mod agent;
 mod client;
 mod commands;
+mod engine;
 mod gossip;
 mod table;
 

@@ -27,6 +27,11 @@ async fn three_managers_and_two_workers() {
     let workers: Vec<&serde_json::Value> = nodes.iter().filter(|n| n["Role"] == "worker").collect();
     assert_eq!(workers.len(), 2, "{nodes:?}");
     assert!(workers.iter().all(|w| w["ManagerStatus"] == ""));
+    // Each node reports its Docker engine's version, as `docker version` shows it.
+    let engine = Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]).output();
+    let engine = engine.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    assert!(nodes.iter().all(|n| n["Resources"]["EngineVersion"] == engine.as_str()), "engine {engine:?}: {nodes:?}");
+    assert!(table.contains("ENGINE VERSION"), "{table}");
 
     // Every node gossips (sealed with the cluster key): a follower hears all five, with their roles.
     let probe = c.nodes[follower].http_addr();

@@ -524,7 +524,7 @@ impl Manager {
                 role: Role::Manager,
                 availability: records.get(id).map(|r| r.availability).unwrap_or_default(),
                 labels: records.get(id).map(|r| r.labels.clone()).unwrap_or_default(),
-                resources: records.get(id).map(|r| r.resources).unwrap_or_default(),
+                resources: records.get(id).map(|r| r.resources.clone()).unwrap_or_default(),
             });
         }
         // Nodes outside the Raft membership: workers, and workers being promoted (role manager in
@@ -540,7 +540,7 @@ impl Manager {
                 role: n.role,
                 availability: n.availability,
                 labels: n.labels.clone(),
-                resources: n.resources,
+                resources: n.resources.clone(),
             });
         }
         Ok(out)

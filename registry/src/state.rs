@@ -111,7 +111,7 @@ impl State {
                         role: *role,
                         availability,
                         labels,
-                        resources: *resources,
+                        resources: resources.clone(),
                         status,
                         create_index,
                         modify_index: index,
@@ -206,7 +206,7 @@ mod tests {
             cluster_addr: "127.0.0.1:2377".into(),
             http_addr: "127.0.0.1:8500".into(),
             role: Role::Manager,
-            resources: crate::types::Resources { cpus: 2, memory_bytes: 1 << 30 },
+            resources: crate::types::Resources { cpus: 2, memory_bytes: 1 << 30, engine_version: "20.10.24".into() },
         };
         s.apply(4, &up("a"));
         s.apply(9, &up("b"));

@@ -113,17 +113,29 @@ impl NodeStatus {
     }
 }
 
-/// What a node offers, measured by the node itself (the scheduler reserves against it later).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// What a node offers, measured by the node itself (the scheduler reserves against it later), and
+/// the container engine it runs on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Resources {
     /// CPUs available to the process.
     pub cpus: u32,
     /// Total memory in bytes.
     pub memory_bytes: u64,
+    /// The local Docker engine's version (`""` when no engine answered at start).
+    #[serde(default)]
+    pub engine_version: String,
 }
 
+static ENGINE_VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 impl Resources {
+    /// Records the local engine's version once at start (the `shoal` binary probes the engine;
+    /// the registry knows nothing of Docker).
+    pub fn set_engine_version(version: String) {
+        let _ = ENGINE_VERSION.set(version);
+    }
+
     /// Measures this host: CPUs from the scheduler affinity, memory from `/proc/meminfo`.
     pub fn of_this_host() -> Self {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
@@ -135,7 +147,7 @@ impl Resources {
                 Some(kib * 1024)
             })
             .unwrap_or(0);
-        Self { cpus, memory_bytes }
+        Self { cpus, memory_bytes, engine_version: ENGINE_VERSION.get().cloned().unwrap_or_default() }
     }
 }
 

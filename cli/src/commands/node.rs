@@ -84,10 +84,12 @@ pub async fn run(addr: &str, cmd: NodeCmd) -> Result<()> {
                                 n.status.clone(),
                                 format!("{:?}", n.availability),
                                 n.manager_status.clone(),
+                                n.resources.engine_version.clone(),
                             ]
                         })
                         .collect();
-                    let headers = ["ID", "NAME", "ADDRESS", "STATUS", "AVAILABILITY", "MANAGER STATUS"];
+                    let headers =
+                        ["ID", "NAME", "ADDRESS", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ENGINE VERSION"];
                     print!("{}", table::render(&headers, &rows));
                 }
             }
