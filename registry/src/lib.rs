@@ -23,6 +23,8 @@ pub mod node;
 pub mod proposer;
 pub mod read_barrier;
 pub mod rpc;
+pub mod service_spec;
+pub mod services;
 pub mod state;
 pub mod state_machine;
 pub mod tls;

@@ -57,6 +57,8 @@ impl Proposer {
 fn weight(cmd: &Command) -> usize {
     match cmd {
         Command::KvSet { key, value, .. } => key.len() + value.len(),
+        Command::Service(crate::services::ServiceCommand::Create { spec, .. })
+        | Command::Service(crate::services::ServiceCommand::Update { spec, .. }) => spec.len(),
         _ => 64,
     }
 }

@@ -61,6 +61,9 @@ pub struct State {
     pub removed: std::collections::BTreeSet<NodeId>,
     /// The KV table.
     pub kv: KvTable,
+    /// Services and tasks.
+    #[serde(default)]
+    pub services: crate::services::ServiceTables,
 }
 
 impl State {
@@ -154,6 +157,7 @@ impl State {
                 self.removed.insert(*id);
                 CommandResult::Applied(self.nodes.remove(id).is_some())
             }
+            Command::Service(c) => self.services.apply(index, c),
             Command::KvSet { key, value, flags, cas } => {
                 CommandResult::Applied(self.kv.set(index, key, value.clone(), *flags, *cas))
             }

@@ -245,6 +245,8 @@ pub enum Command {
         /// Node ID.
         id: NodeId,
     },
+    /// Services and tasks.
+    Service(crate::services::ServiceCommand),
     /// Consul `PUT /v1/kv/<key>`.
     KvSet {
         /// Key.
