@@ -1,0 +1,64 @@
+//! What the scheduler sees: nodes with their capacity and what is already placed on them. Built
+//! by the caller from the registry's state; the scheduler itself never reads anything else.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use shoal_registry::types::{Availability, NodeId, Role};
+
+/// One node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Node ID.
+    pub id: NodeId,
+    /// Its name (`node.hostname`).
+    pub hostname: String,
+    /// Manager or worker (`node.role`).
+    pub role: Role,
+    /// Operator labels (`node.labels.K`).
+    pub labels: BTreeMap<String, String>,
+    /// Recorded ready by the leader.
+    pub ready: bool,
+    /// active, pause or drain.
+    pub availability: Availability,
+    /// CPUs, in billionths.
+    pub nano_cpus: u64,
+    /// Memory, bytes.
+    pub memory: u64,
+}
+
+/// What is already placed on a node (tasks that are not terminal).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeUsage {
+    /// All tasks.
+    pub tasks: u64,
+    /// Tasks per service ID.
+    pub per_service: HashMap<String, u64>,
+    /// Reserved CPUs, billionths.
+    pub nano_cpus: u64,
+    /// Reserved memory, bytes.
+    pub memory: u64,
+    /// Host-mode published ports in use: (protocol, port).
+    pub host_ports: HashSet<(String, u16)>,
+}
+
+/// The cluster as the scheduler sees it.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Nodes, in a stable order (ties in spread go to the earlier one).
+    pub nodes: Vec<NodeInfo>,
+    /// Usage per node (missing: nothing placed).
+    pub usage: HashMap<NodeId, NodeUsage>,
+}
+
+impl NodeUsage {
+    /// Counts one more task of `service_id` (so later tasks of the same plan see it).
+    pub fn add(&mut self, service_id: &str, spec: &shoal_registry::service_spec::ServiceSpec) {
+        self.tasks += 1;
+        *self.per_service.entry(service_id.to_string()).or_default() += 1;
+        self.nano_cpus += spec.reserve_nano_cpus;
+        self.memory += spec.reserve_memory;
+        for p in spec.ports.iter().filter(|p| p.host_mode && p.published != 0) {
+            self.host_ports.insert((p.protocol.clone(), p.published));
+        }
+    }
+}
