@@ -252,6 +252,19 @@ pub enum ServiceCommand {
     },
 }
 
+/// Unix milliseconds as RFC 3339 (UTC), as Docker shows times.
+pub fn rfc3339(unix_ms: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(unix_ms as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// RFC 3339 to Unix milliseconds; `None` if it does not parse.
+pub fn unix_ms(rfc3339: &str) -> Option<u64> {
+    let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339).ok()?;
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
 /// The two tables.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceTables {
@@ -567,6 +580,13 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn times_round_trip() {
+        let ms = 1_795_000_000_123;
+        assert_eq!(unix_ms(&rfc3339(ms)), Some(ms));
+        assert_eq!(unix_ms("not a time"), None);
     }
 
     #[test]

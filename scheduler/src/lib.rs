@@ -7,11 +7,13 @@
 //!                                 │                     host ports, max replicas per node
 //!                                 └ spread: fewest of this service, then fewest overall
 //!                                   (spread=node.labels.K preferences first)
+//! service + task tables ──▶ orchestrator::reconcile(tables, nodes, now) ──▶ commands + tasks to place
 //! ```
 
 #![warn(missing_docs)]
 
 pub mod filter;
+pub mod orchestrator;
 pub mod plan;
 pub mod snapshot;
 

@@ -62,3 +62,44 @@ impl NodeUsage {
         }
     }
 }
+
+impl Snapshot {
+    /// The scheduler's view of the registry: ready/active nodes with their capacity, and what
+    /// every live task (desired running, not ended) already takes on its node.
+    pub fn from_state(
+        nodes: &BTreeMap<NodeId, shoal_registry::types::NodeRecord>,
+        tables: &shoal_registry::services::ServiceTables,
+    ) -> Snapshot {
+        use shoal_registry::services::TaskState;
+        let infos = nodes
+            .values()
+            .map(|n| NodeInfo {
+                id: n.id,
+                hostname: n.name.clone(),
+                role: n.role,
+                labels: n.labels.clone(),
+                ready: n.status == shoal_registry::types::NodeStatus::Ready,
+                availability: n.availability,
+                nano_cpus: u64::from(n.resources.cpus) * 1_000_000_000,
+                memory: n.resources.memory_bytes,
+            })
+            .collect();
+        let specs: HashMap<&str, shoal_registry::service_spec::ServiceSpec> = tables
+            .services
+            .values()
+            .filter_map(|s| {
+                let v = serde_json::from_str(&s.spec).ok()?;
+                Some((s.id.as_str(), shoal_registry::service_spec::ServiceSpec::parse(&v).ok()?))
+            })
+            .collect();
+        let mut usage: HashMap<NodeId, NodeUsage> = HashMap::new();
+        for t in tables.tasks.values() {
+            let (Some(node), Some(spec)) = (t.node_id, specs.get(t.service_id.as_str())) else { continue };
+            if t.desired <= TaskState::Running && !t.status.state.is_terminal() && t.status.state >= TaskState::Assigned
+            {
+                usage.entry(node).or_default().add(&t.service_id, spec);
+            }
+        }
+        Snapshot { nodes: infos, usage }
+    }
+}
