@@ -274,6 +274,7 @@ async fn run(config: ManagerConfig, mode: StartMode, http: HttpListen) -> Result
     let gossip = crate::gossip::start(&gossip_config, &node).await?;
     if let RunningNode::Manager(m) = &node {
         m.set_heard(std::sync::Arc::new(crate::gossip::GossipHeard(gossip.clone())));
+        tokio::spawn(shoal_scheduler::leader::run(m.clone()));
     }
     let mut next_listener = Some(http_listener);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -351,6 +352,7 @@ async fn run(config: ManagerConfig, mode: StartMode, http: HttpListen) -> Result
                     .await
                     .map_err(anyhow::Error::new)?;
                 manager.set_heard(std::sync::Arc::new(crate::gossip::GossipHeard(gossip.clone())));
+                tokio::spawn(shoal_scheduler::leader::run(manager.clone()));
                 gossip.set(shoal_gossip::keys::ROLE, "manager").await;
                 node = RunningNode::Manager(manager);
                 let rebound = tokio::net::TcpListener::bind(http_addr)

@@ -29,6 +29,9 @@ pub enum Error {
     /// A bug or a broken disk: not the caller's fault.
     #[error("{0}")]
     Internal(String),
+    /// The request clashes with what is stored (a taken name, a stale version): read and retry.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl Error {
@@ -51,6 +54,7 @@ impl Error {
             Error::Forbidden(_) => 403,
             Error::NotFound(_) => 404,
             Error::Internal(_) => 500,
+            Error::Conflict(_) => 409,
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod node;
 pub mod proposer;
 pub mod read_barrier;
 pub mod rpc;
+pub mod service_ops;
 pub mod service_spec;
 pub mod services;
 pub mod state;

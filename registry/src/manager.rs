@@ -552,6 +552,13 @@ impl Manager {
         Some((id, node))
     }
 
+    /// Whether this node leads.
+    pub fn is_leader(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.current_leader == Some(self.id) && m.state == ServerState::Leader
+    }
+
     /// Whether this node believes there is a working leader (Consul's `X-Consul-KnownLeader`). A
     /// leader that has not heard from a quorum for several election timeouts does not count.
     pub fn known_leader(&self) -> bool {

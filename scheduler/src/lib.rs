@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod filter;
+pub mod leader;
 pub mod orchestrator;
 pub mod plan;
 pub mod snapshot;

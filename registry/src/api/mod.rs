@@ -5,6 +5,7 @@
 
 mod kv;
 pub mod query;
+pub mod services;
 mod status;
 
 use std::sync::Arc;
@@ -34,6 +35,11 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .route("/v1/nodes/{node}/update", axum::routing::post(status::update_node))
         .route("/v1/nodes/{node}/promote", axum::routing::post(status::promote_node))
         .route("/v1/nodes/{node}/demote", axum::routing::post(status::demote_node))
+        .route("/v1/services", get(services::list))
+        .route("/v1/services/create", axum::routing::post(services::create))
+        .route("/v1/services/{id}", get(services::inspect).delete(services::remove))
+        .route("/v1/services/{id}/update", axum::routing::post(services::update))
+        .route("/v1/tasks", get(services::tasks))
         .route("/v1/cluster/client-cert", axum::routing::post(status::client_cert))
         .route("/v1/cluster/join-token/{role}", get(status::join_token).post(status::rotate_token))
         // The body limit is above the value limit so an oversized value gets our own 413 message.

@@ -1,0 +1,128 @@
+//! Services through the HTTP API on real manager processes: the leader's orchestrator creates the
+//! tasks and the scheduler spreads them (no container runtime yet: tasks stop at `assigned`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shoal_testkit::{Cluster, ClusterOptions, get_json, http_client_builder, wait_for};
+
+async fn post(addr: &str, path: &str, body: &Value) -> (u16, Value) {
+    let http = http_client_builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let r = http.post(format!("http://{addr}{path}")).json(body).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Tasks desired running per node ID (assigned ones only).
+async fn placed(addr: &str, service: &str) -> Option<BTreeMap<String, usize>> {
+    let filters = format!("{{\"service\":{{\"{service}\":true}},\"desired-state\":{{\"running\":true}}}}");
+    let tasks: Vec<Value> = get_json(addr, &format!("/v1/tasks?filters={}", urlencode(&filters))).await?;
+    let mut per = BTreeMap::new();
+    for t in &tasks {
+        if t["Status"]["State"] != "assigned" {
+            return None;
+        }
+        *per.entry(t["NodeID"].as_str()?.to_string()).or_default() += 1;
+    }
+    Some(per)
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn wait_spread(addr: &str, service: &str, want: &[usize]) {
+    let want = want.to_vec();
+    wait_for(&format!("{service} spread {want:?}"), Duration::from_secs(15), || async {
+        let per = placed(addr, service).await?;
+        let mut counts: Vec<usize> = per.values().copied().collect();
+        counts.sort_unstable_by(|a, b| b.cmp(a));
+        (counts == want).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn services_are_spread_scaled_drained_and_validated() {
+    let c = Cluster::start(3, ClusterOptions::default()).await;
+    let api = c.nodes[1].http_addr();
+    let spec = json!({"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "shoal:local"}}, "Mode": {"Replicated": {"Replicas": 5}}});
+    let (status, created) = post(&api, "/v1/services/create", &spec).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["ID"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 25);
+    wait_spread(&api, "web", &[2, 2, 1]).await;
+
+    // Scale to 30 by a read-modify-write of the whole spec, as the docker CLI does.
+    let svc: Value = get_json(&api, "/v1/services/web").await.unwrap();
+    let version = svc["Version"]["Index"].as_u64().unwrap();
+    let mut spec30 = svc["Spec"].clone();
+    spec30["Mode"]["Replicated"]["Replicas"] = json!(30);
+    spec30["Unknown"] = json!({"kept": true});
+    let (status, body) = post(&api, &format!("/v1/services/{id}/update?version={version}"), &spec30).await;
+    assert_eq!(status, 200, "{body}");
+    wait_spread(&api, "web", &[10, 10, 10]).await;
+    let svc: Value = get_json(&api, "/v1/services/web").await.unwrap();
+    assert_eq!(svc["Spec"]["Unknown"], json!({"kept": true}), "fields Shoal does not know survive");
+    let services: Vec<Value> = get_json(&api, "/v1/services?status=true").await.unwrap();
+    assert_eq!(services[0]["ServiceStatus"]["DesiredTasks"], 30);
+
+    // A stale version is refused and changes nothing.
+    let (status, body) = post(&api, &format!("/v1/services/{id}/update?version={version}"), &spec).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("update out of sequence"), "{body}");
+
+    // Drain a node: its tasks move, nothing new lands there.
+    let drained = c.nodes[2].http_addr();
+    let nodes: Vec<Value> = get_json(&api, "/v1/nodes").await.unwrap();
+    let node3 =
+        nodes.iter().find(|n| n["HttpAddress"] == drained.as_str()).unwrap()["ID"].as_str().unwrap().to_string();
+    let (status, _) = post(&api, &format!("/v1/nodes/{node3}/update"), &json!({"Availability": "drain"})).await;
+    assert_eq!(status, 200);
+    wait_spread(&api, "web", &[15, 15]).await;
+    assert!(!placed(&api, "web").await.unwrap().contains_key(&node3));
+
+    // Bad input: a clear error and nothing stored.
+    let cases = [
+        (
+            json!({"Name": "bad", "TaskTemplate": {"ContainerSpec": {"Image": "i"}}, "Mode": {"Replicated": {"Replicas": -1}}}),
+            400,
+            "Replicas must be a whole number",
+        ),
+        (json!({"Name": "bad", "TaskTemplate": {"ContainerSpec": {"Image": "i"}}, "Mode": {"Bogus": {}}}), 400, "Mode"),
+        (
+            json!({"Name": "bad", "TaskTemplate": {"ContainerSpec": {"Image": "i"}, "Placement": {"Constraints": ["node.bogus~~x"]}}}),
+            400,
+            "expected one operator from ==, !=",
+        ),
+        (
+            json!({"Name": "bad", "TaskTemplate": {"ContainerSpec": {"Image": "i"}}, "UpdateConfig": {"Delay": -1}}),
+            400,
+            "UpdateConfig.Delay",
+        ),
+        (json!({"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "i"}}}), 409, "name conflicts"),
+    ];
+    for (body, want, msg) in cases {
+        let (status, answer) = post(&api, "/v1/services/create", &body).await;
+        assert_eq!(status, want, "{body}: {answer}");
+        assert!(answer["message"].as_str().unwrap_or_default().contains(msg), "{body}: {answer}");
+    }
+    let services: Vec<Value> = get_json(&api, "/v1/services").await.unwrap();
+    assert_eq!(services.len(), 1, "nothing half-stored");
+    let http = http_client_builder().build().unwrap();
+    let r = http.get(format!("http://{api}/v1/services/nope")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.json::<Value>().await.unwrap()["message"], "service nope not found");
+
+    // Removal: every task is set to desired remove.
+    let r = http.delete(format!("http://{api}/v1/services/web")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let tasks: Vec<Value> = get_json(&api, "/v1/tasks").await.unwrap();
+    assert!(tasks.iter().all(|t| t["DesiredState"] == "remove"), "{} tasks", tasks.len());
+}
