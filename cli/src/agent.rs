@@ -86,6 +86,10 @@ pub struct NetArgs {
     /// UNSAFE, for tests only: never fsync the Raft log (acknowledged writes are lost on a crash).
     #[arg(long, hide = true)]
     pub unsafe_no_fsync: bool,
+    /// Container runtime for this node's tasks: `none`, or `fake` (test-only: containers run in
+    /// memory, images named `fail…` exit with code 1). Docker comes with the agent.
+    #[arg(long, value_enum, default_value_t = crate::runtime::RuntimeKind::None)]
+    pub runtime: crate::runtime::RuntimeKind,
 }
 
 fn hostname() -> String {
@@ -186,7 +190,7 @@ pub async fn run_agent(args: AgentArgs) -> Result<()> {
     };
     let http = http_listen(&args.net)?;
     let config = config(args.data_dir, &args.net)?;
-    run(config, mode, http).await
+    run(config, mode, http, args.net.runtime).await
 }
 
 /// Where the HTTP API listens and which token it requires.
@@ -232,10 +236,15 @@ pub async fn run_dev(args: DevArgs) -> Result<()> {
     let mode = if data_dir_in_use(&dir) { StartMode::Resume } else { StartMode::Init };
     let http = http_listen(&args.net)?;
     let config = config(dir, &args.net)?;
-    run(config, mode, http).await
+    run(config, mode, http, args.net.runtime).await
 }
 
-async fn run(config: ManagerConfig, mode: StartMode, http: HttpListen) -> Result<()> {
+async fn run(
+    config: ManagerConfig,
+    mode: StartMode,
+    http: HttpListen,
+    runtime: crate::runtime::RuntimeKind,
+) -> Result<()> {
     if matches!(mode, StartMode::Init | StartMode::Join { .. }) && data_dir_in_use(&config.data_dir) {
         bail!(
             "data dir {dir} already holds a node; restart it with `shoal agent --data-dir {dir}` (without --init/--join), or choose an empty directory",
@@ -276,6 +285,7 @@ async fn run(config: ManagerConfig, mode: StartMode, http: HttpListen) -> Result
         m.set_heard(std::sync::Arc::new(crate::gossip::GossipHeard(gossip.clone())));
         tokio::spawn(shoal_scheduler::leader::run(m.clone()));
     }
+    let mut runner = crate::runtime::start(runtime, &node);
     let mut next_listener = Some(http_listener);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
@@ -355,6 +365,8 @@ async fn run(config: ManagerConfig, mode: StartMode, http: HttpListen) -> Result
                 tokio::spawn(shoal_scheduler::leader::run(manager.clone()));
                 gossip.set(shoal_gossip::keys::ROLE, "manager").await;
                 node = RunningNode::Manager(manager);
+                if let Some(r) = runner.take() { r.abort(); }
+                runner = crate::runtime::start(runtime, &node);
                 let rebound = tokio::net::TcpListener::bind(http_addr)
                     .await
                     .with_context(|| format!("cannot listen on {http_addr} for the HTTP API after the promotion"))?;
@@ -372,6 +384,8 @@ async fn run(config: ManagerConfig, mode: StartMode, http: HttpListen) -> Result
                     .map_err(anyhow::Error::new)?;
                 gossip.set(shoal_gossip::keys::ROLE, "worker").await;
                 node = RunningNode::Worker(worker);
+                if let Some(r) = runner.take() { r.abort(); }
+                runner = crate::runtime::start(runtime, &node);
                 let rebound = tokio::net::TcpListener::bind(http_addr)
                     .await
                     .with_context(|| format!("cannot listen on {http_addr} for the HTTP API after the demotion"))?;

@@ -5,6 +5,7 @@ mod client;
 mod commands;
 mod engine;
 mod gossip;
+mod runtime;
 mod table;
 
 use anyhow::Result;

@@ -126,3 +126,76 @@ async fn services_are_spread_scaled_drained_and_validated() {
     let tasks: Vec<Value> = get_json(&api, "/v1/tasks").await.unwrap();
     assert!(tasks.iter().all(|t| t["DesiredState"] == "remove"), "{} tasks", tasks.len());
 }
+
+/// Running tasks (desired running) per node ID.
+async fn running(addr: &str, service: &str) -> Option<BTreeMap<String, usize>> {
+    let filters = format!("{{\"service\":{{\"{service}\":true}},\"desired-state\":{{\"running\":true}}}}");
+    let tasks: Vec<Value> = get_json(addr, &format!("/v1/tasks?filters={}", urlencode(&filters))).await?;
+    let mut per = BTreeMap::new();
+    for t in tasks.iter().filter(|t| t["Status"]["State"] == "running") {
+        *per.entry(t["NodeID"].as_str()?.to_string()).or_default() += 1;
+    }
+    Some(per)
+}
+
+async fn wait_running(addr: &str, service: &str, want: &[usize], timeout: Duration) {
+    let want = want.to_vec();
+    wait_for(&format!("{service} running {want:?}"), timeout, || async {
+        let per = running(addr, service).await?;
+        let mut counts: Vec<usize> = per.values().copied().collect();
+        counts.sort_unstable_by(|a, b| b.cmp(a));
+        (counts == want).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tasks_run_on_the_fake_runtime_and_are_replaced_when_a_node_dies() {
+    let opts = ClusterOptions { agent_args: vec!["--runtime".into(), "fake".into()] };
+    let mut c = Cluster::start(3, opts).await;
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    let api = c.nodes[leader].http_addr();
+    let spec = json!({"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "shoal:local"}}, "Mode": {"Replicated": {"Replicas": 5}}});
+    let (status, created) = post(&api, "/v1/services/create", &spec).await;
+    assert_eq!(status, 201, "{created}");
+    wait_running(&api, "web", &[2, 2, 1], Duration::from_secs(15)).await;
+    let svc: Value = get_json(&api, "/v1/services/web").await.unwrap();
+    let mut spec30 = svc["Spec"].clone();
+    spec30["Mode"]["Replicated"]["Replicas"] = json!(30);
+    let id = svc["ID"].as_str().unwrap();
+    let (status, body) =
+        post(&api, &format!("/v1/services/{id}/update?version={}", svc["Version"]["Index"]), &spec30).await;
+    assert_eq!(status, 200, "{body}");
+    wait_running(&api, "web", &[10, 10, 10], Duration::from_secs(15)).await;
+    let services: Vec<Value> = get_json(&api, "/v1/services?status=true").await.unwrap();
+    assert_eq!(services[0]["ServiceStatus"]["RunningTasks"], 30);
+
+    // A task that keeps failing follows its restart policy: on-failure, 1 s apart, 2 restarts.
+    let crash = json!({"Name": "crash", "TaskTemplate": {"ContainerSpec": {"Image": "fail:now"},
+        "RestartPolicy": {"Condition": "on-failure", "Delay": 1_000_000_000u64, "MaxAttempts": 2}},
+        "Mode": {"Replicated": {"Replicas": 1}}});
+    let (status, _) = post(&api, "/v1/services/create", &crash).await;
+    assert_eq!(status, 201);
+    let failed = || {
+        let api = api.clone();
+        async move {
+            let tasks: Vec<Value> =
+                get_json(&api, "/v1/tasks?filters=%7B%22service%22%3A%7B%22crash%22%3Atrue%7D%7D").await?;
+            Some(tasks.iter().filter(|t| t["Status"]["State"] == "failed").count())
+        }
+    };
+    wait_for("three failed attempts", Duration::from_secs(15), || async { (failed().await? == 3).then_some(()) }).await;
+    let tasks: Vec<Value> =
+        get_json(&api, "/v1/tasks?filters=%7B%22service%22%3A%7B%22crash%22%3Atrue%7D%7D").await.unwrap();
+    assert!(tasks.iter().all(|t| t["Status"]["Err"] == "task: non-zero exit (1)"), "{tasks:?}");
+
+    // Kill a follower's process: its tasks are replaced on the others within the down window.
+    let victim = (0..3).find(|i| *i != leader).unwrap();
+    let killed = std::time::Instant::now();
+    c.kill(victim);
+    wait_running(&api, "web", &[15, 15], Duration::from_secs(10)).await;
+    let took = killed.elapsed();
+    println!("the dead node's 10 tasks were running elsewhere {took:?} after kill -9 (down window 5 s)");
+    assert!(took < Duration::from_secs(7), "replaced after {took:?}");
+    assert_eq!(failed().await, Some(3), "no more restarts after MaxAttempts");
+}

@@ -9,6 +9,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod api;
+pub mod assignments;
 pub mod demotion;
 pub mod error;
 pub mod gossip_params;

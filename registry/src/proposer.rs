@@ -57,6 +57,7 @@ impl Proposer {
 fn weight(cmd: &Command) -> usize {
     match cmd {
         Command::KvSet { key, value, .. } => key.len() + value.len(),
+        Command::Batch(cmds) => cmds.iter().map(weight).sum(),
         Command::Service(crate::services::ServiceCommand::Create { spec, .. })
         | Command::Service(crate::services::ServiceCommand::Update { spec, .. }) => spec.len(),
         _ => 64,
@@ -77,10 +78,12 @@ async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<Pending>) {
         // While every slot is busy, more writes queue up and join this batch.
         let Ok(permit) = slots.clone().acquire_owned().await else { return };
         let mut bytes = weight(&first.cmd);
+        // A command that is already a batch goes alone: batches do not nest.
+        let alone = matches!(first.cmd, Command::Batch(_));
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while !alone && batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(p) if bytes + weight(&p.cmd) > MAX_BATCH_BYTES => {
+                Ok(p) if matches!(p.cmd, Command::Batch(_)) || bytes + weight(&p.cmd) > MAX_BATCH_BYTES => {
                     carry = Some(p);
                     break;
                 }

@@ -160,6 +160,8 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .route("/cluster/campaign", post(campaign))
         .route_layer(middleware::from_fn_with_state(manager.clone(), require_manager));
     let members = Router::new()
+        .route("/cluster/assignments", post(assignments))
+        .route("/cluster/task-status", post(task_status))
         .route("/cluster/renew", post(renew))
         .route("/cluster/heartbeat", post(heartbeat))
         .route_layer(middleware::from_fn_with_state(manager.clone(), require_member));
@@ -288,6 +290,24 @@ async fn write(State(m): State<Arc<Manager>>, Bincode(cmd): Bincode<Command>) ->
 
 async fn remove_voter(State(m): State<Arc<Manager>>, Bincode(id): Bincode<crate::types::NodeId>) -> Response {
     encode(&m.remove_voter_as_leader(id).await)
+}
+
+async fn assignments(
+    State(m): State<Arc<Manager>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Bincode(req): Bincode<crate::assignments::AssignmentsRequest>,
+) -> Response {
+    let who = peer.identity.expect("checked by require_member");
+    encode(&m.assignments_for(who.id, req.index, std::time::Duration::from_millis(req.wait_ms)).await)
+}
+
+async fn task_status(
+    State(m): State<Arc<Manager>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Bincode(updates): Bincode<Vec<(String, crate::services::TaskStatus)>>,
+) -> Response {
+    let who = peer.identity.expect("checked by require_member");
+    encode(&m.report_status(who.id, updates).await)
 }
 
 async fn demote(State(m): State<Arc<Manager>>, Bincode(id): Bincode<crate::types::NodeId>) -> Response {

@@ -272,6 +272,9 @@ pub struct ServiceTables {
     pub services: BTreeMap<String, ServiceRecord>,
     /// Tasks by ID.
     pub tasks: BTreeMap<String, TaskRecord>,
+    /// Raft index of the last task deletion (so a node's watch on its tasks sees deletions).
+    #[serde(default)]
+    pub last_task_removal: u64,
 }
 
 fn refused(msg: impl Into<String>) -> CommandResult {
@@ -447,6 +450,7 @@ impl ServiceTables {
                 let Some(t) = self.tasks.remove(id) else {
                     return CommandResult::Applied(false);
                 };
+                self.last_task_removal = index;
                 // Forget specs no task refers to any more (keep the current one).
                 if let Some(s) = self.services.get_mut(&t.service_id) {
                     let used: std::collections::BTreeSet<u64> = self

@@ -194,6 +194,37 @@ impl Worker {
         }
     }
 
+    /// Asks the managers (the first that answers) for this node's assignments after `index`.
+    pub async fn assignments(&self, index: u64, wait: Duration) -> Result<crate::assignments::Assignments, Error> {
+        let req = crate::assignments::AssignmentsRequest { index, wait_ms: wait.as_millis() as u64 };
+        self.call_managers("/cluster/assignments", &req, wait + Duration::from_secs(5)).await
+    }
+
+    /// Reports task statuses to the managers.
+    pub async fn report_status(&self, updates: Vec<(String, crate::services::TaskStatus)>) -> Result<(), Error> {
+        let r: Result<(), Error> =
+            self.call_managers("/cluster/task-status", &updates, Duration::from_secs(10)).await?;
+        r
+    }
+
+    async fn call_managers<Req: Serialize, Resp: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, Error> {
+        let targets: Vec<String> =
+            self.managers.lock().expect("managers lock").managers.iter().map(|m| m.0.clone()).collect();
+        let mut last = Error::NoLeader;
+        for addr in targets {
+            match self.rpc.call::<Req, Resp>(&addr, path, req, timeout).await {
+                Ok(r) => return Ok(r),
+                Err(e) => last = Error::Unavailable(e.to_string()),
+            }
+        }
+        Err(last)
+    }
+
     /// A manager's HTTP API address to point clients at.
     pub fn manager_api(&self) -> Option<String> {
         self.managers.lock().expect("managers lock").managers.iter().map(|m| m.1.clone()).find(|a| !a.is_empty())
