@@ -47,6 +47,10 @@ pub struct NetArgs {
     /// HTTP API port.
     #[arg(long, value_name = "PORT")]
     pub http_port: Option<u16>,
+    /// Docker Engine API port on managers (the `docker` CLI: DOCKER_HOST=tcp://IP:PORT); it
+    /// listens where the HTTP API does, and needs client certificates off loopback. 0 turns it off.
+    #[arg(long, default_value_t = 2375, value_name = "PORT")]
+    pub docker_port: u16,
     /// Gossip port (UDP; default 7946, or the port stored in the data dir).
     #[arg(long, value_name = "PORT")]
     pub gossip_port: Option<u16>,
@@ -190,7 +194,7 @@ pub async fn run_agent(args: AgentArgs) -> Result<()> {
     };
     let http = http_listen(&args.net)?;
     let config = config(args.data_dir, &args.net)?;
-    run(config, mode, http, args.net.runtime).await
+    run(config, mode, http, args.net.runtime, args.net.docker_port).await
 }
 
 /// Where the HTTP API listens and which token it requires.
@@ -236,7 +240,7 @@ pub async fn run_dev(args: DevArgs) -> Result<()> {
     let mode = if data_dir_in_use(&dir) { StartMode::Resume } else { StartMode::Init };
     let http = http_listen(&args.net)?;
     let config = config(dir, &args.net)?;
-    run(config, mode, http, args.net.runtime).await
+    run(config, mode, http, args.net.runtime, args.net.docker_port).await
 }
 
 async fn run(
@@ -244,6 +248,7 @@ async fn run(
     mode: StartMode,
     http: HttpListen,
     runtime: crate::runtime::RuntimeKind,
+    docker_port: u16,
 ) -> Result<()> {
     if matches!(mode, StartMode::Init | StartMode::Join { .. }) && data_dir_in_use(&config.data_dir) {
         bail!(
@@ -286,6 +291,27 @@ async fn run(
         tokio::spawn(shoal_scheduler::leader::run(m.clone()));
     }
     let mut runner = crate::runtime::start(runtime, &node);
+    let docker_addr = SocketAddr::new(http_ip, docker_port);
+    let start_docker_api = |node: &RunningNode| -> Option<tokio::task::JoinHandle<()>> {
+        let RunningNode::Manager(m) = node else { return None };
+        if docker_port == 0 {
+            return None;
+        }
+        let m = m.clone();
+        Some(tokio::spawn(async move {
+            match tokio::net::TcpListener::bind(docker_addr).await {
+                Ok(l) => {
+                    if let Err(e) = shoal_registry::api::docker::serve(m, l).await {
+                        tracing::error!(error = %e, "the Docker API stopped");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(addr = %docker_addr, error = %e, "cannot listen for the Docker API (pick --docker-port, or 0 to turn it off)")
+                }
+            }
+        }))
+    };
+    let mut docker_api = start_docker_api(&node);
     let mut next_listener = Some(http_listener);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
@@ -365,6 +391,7 @@ async fn run(
                 tokio::spawn(shoal_scheduler::leader::run(manager.clone()));
                 gossip.set(shoal_gossip::keys::ROLE, "manager").await;
                 node = RunningNode::Manager(manager);
+                docker_api = start_docker_api(&node);
                 if let Some(r) = runner.take() { r.abort(); }
                 runner = crate::runtime::start(runtime, &node);
                 let rebound = tokio::net::TcpListener::bind(http_addr)
@@ -384,6 +411,7 @@ async fn run(
                     .map_err(anyhow::Error::new)?;
                 gossip.set(shoal_gossip::keys::ROLE, "worker").await;
                 node = RunningNode::Worker(worker);
+                if let Some(d) = docker_api.take() { d.abort(); }
                 if let Some(r) = runner.take() { r.abort(); }
                 runner = crate::runtime::start(runtime, &node);
                 let rebound = tokio::net::TcpListener::bind(http_addr)

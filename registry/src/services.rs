@@ -277,6 +277,12 @@ pub struct ServiceTables {
     pub last_task_removal: u64,
 }
 
+/// What the tasks of a spec run: its `TaskTemplate` and published ports.
+fn task_part(spec: &str) -> Option<(serde_json::Value, serde_json::Value)> {
+    let v: serde_json::Value = serde_json::from_str(spec).ok()?;
+    Some((v["TaskTemplate"].clone(), v["EndpointSpec"]["Ports"].clone()))
+}
+
 fn refused(msg: impl Into<String>) -> CommandResult {
     CommandResult::Refused(msg.into())
 }
@@ -335,9 +341,14 @@ impl ServiceTables {
                     ));
                 }
                 let old = std::mem::replace(&mut s.spec, spec.clone());
+                // Only a change to what the tasks run makes them out of date (swarmkit's
+                // IsTaskDirty): scaling or renaming keeps the running tasks.
+                let dirty = task_part(&old) != task_part(spec);
                 s.previous_spec = Some(old);
                 s.name = name.clone();
-                s.spec_version += 1;
+                if dirty {
+                    s.spec_version += 1;
+                }
                 s.spec_history.insert(s.spec_version, spec.clone());
                 s.updated_at = at.clone();
                 s.modify_index = index;
@@ -502,7 +513,7 @@ mod tests {
             id: "s1".into(),
             version,
             name: "web".into(),
-            spec: "{\"Name\":\"web\",\"X\":1}".into(),
+            spec: "{\"Name\":\"web\",\"X\":1,\"TaskTemplate\":{\"ContainerSpec\":{\"Image\":\"b\"}}}".into(),
             at: "t2".into(),
         };
         assert!(matches!(t.apply(7, &update(4)), CommandResult::Refused(m) if m.contains("update out of sequence")));
@@ -512,6 +523,16 @@ mod tests {
         assert_eq!((s.spec_version, s.modify_index, s.previous_spec.as_deref()), (2, 8, Some("{\"Name\":\"web\"}")));
         assert!(s.spec.contains("\"X\":1"), "the spec is kept verbatim");
         assert!(matches!(t.apply(9, &update(5)), CommandResult::Refused(_)), "the old version is stale now");
+        // A change outside the task template (a scale) keeps the tasks up to date.
+        let scale = ServiceCommand::Update {
+            id: "s1".into(),
+            version: 8,
+            name: "web".into(),
+            spec: "{\"Name\":\"web\",\"X\":2,\"Mode\":{\"Replicated\":{\"Replicas\":9}},\"TaskTemplate\":{\"ContainerSpec\":{\"Image\":\"b\"}}}".into(),
+            at: "t3".into(),
+        };
+        assert_eq!(t.apply(10, &scale), CommandResult::Done);
+        assert_eq!(t.services["s1"].spec_version, 2, "a scale is not a new task spec");
     }
 
     #[test]

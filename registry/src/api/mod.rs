@@ -3,6 +3,7 @@
 //! Every read answers with `X-Consul-Index`, `X-Consul-KnownLeader` and `X-Consul-LastContact`,
 //! errors included, because Consul clients parse them on every response.
 
+pub mod docker;
 mod kv;
 pub mod query;
 pub mod services;

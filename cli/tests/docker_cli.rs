@@ -1,0 +1,123 @@
+//! The real `docker` CLI (28.x, installed on the machine) drives a 3-manager Shoal cluster through
+//! its Docker Engine API (`DOCKER_HOST=tcp://MANAGER:2375`). Nodes run the fake runtime.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use shoal_testkit::{Cluster, ClusterOptions, wait_for};
+
+/// Runs the docker CLI, bounded to 60 s (coreutils `timeout`) so a command that never converges
+/// fails the test instead of hanging it.
+fn docker(host: &str, args: &[&str]) -> Output {
+    Command::new("timeout")
+        .args(["60", "docker"])
+        .env("DOCKER_HOST", format!("tcp://{host}"))
+        .env_remove("DOCKER_CONTEXT")
+        .env_remove("DOCKER_TLS_VERIFY")
+        .args(args)
+        .output()
+        .expect("the docker CLI (see scripts/install-test-deps.sh)")
+}
+
+fn out(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// `docker service ps` rows: (name, node, desired, current) of tasks desired running.
+fn running_per_node(host: &str, service: &str) -> Vec<usize> {
+    let o = docker(host, &["service", "ps", "--format", "{{.Node}} {{.DesiredState}} {{.CurrentState}}", service]);
+    let mut per = std::collections::BTreeMap::<String, usize>::new();
+    for line in String::from_utf8_lossy(&o.stdout).lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() >= 3 && f[1] == "Running" && f[2] == "Running" {
+            *per.entry(f[0].to_string()).or_default() += 1;
+        }
+    }
+    let mut counts: Vec<usize> = per.into_values().collect();
+    counts.sort_unstable_by(|a, b| b.cmp(a));
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_docker_cli_drives_shoal() {
+    let opts = ClusterOptions { agent_args: vec!["--runtime".into(), "fake".into()] };
+    let c = Cluster::start(3, opts).await;
+    let host = format!("{}:2375", c.nodes[0].ip);
+
+    // docker node ls: three managers, one leader, `*` on the node we talk to.
+    let o = docker(&host, &["node", "ls"]);
+    let table = out(&o);
+    println!("$ docker node ls\n{table}");
+    assert!(o.status.success(), "{table}");
+    assert_eq!(table.lines().count(), 4, "{table}");
+    assert_eq!(table.matches("Leader").count(), 1, "{table}");
+    assert!(table.lines().any(|l| l.contains(" * ") && l.contains("node1")), "{table}");
+
+    // docker service create, attached: the progress display runs until converged.
+    let o = docker(
+        &host,
+        &[
+            "service",
+            "create",
+            "--replicas",
+            "5",
+            "--name",
+            "helloworld",
+            "--update-monitor",
+            "1s",
+            "shoal:local",
+            "whoami",
+            "--port",
+            "8080",
+        ],
+    );
+    let text = out(&o);
+    println!("$ docker service create ...\n{text}");
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("overall progress: 5 out of 5 tasks"), "{text}");
+    assert!(text.contains("converged"), "{text}");
+    let o = docker(&host, &["service", "ls"]);
+    assert!(out(&o).contains("5/5"), "{}", out(&o));
+    assert_eq!(running_per_node(&host, "helloworld"), vec![2, 2, 1]);
+
+    // docker service scale.
+    let o = docker(&host, &["service", "scale", "helloworld=9"]);
+    assert!(o.status.success() && out(&o).contains("converged"), "{}", out(&o));
+    assert_eq!(running_per_node(&host, "helloworld"), vec![3, 3, 3]);
+    let o = docker(
+        &host,
+        &["service", "inspect", "--format", "{{.Spec.Name}} {{.Spec.Mode.Replicated.Replicas}}", "helloworld"],
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "helloworld 9", "{}", out(&o));
+
+    // docker node update --availability drain: its tasks move, nothing new lands there.
+    let o = docker(&host, &["node", "update", "--availability", "drain", "node3"]);
+    assert!(o.status.success(), "{}", out(&o));
+    wait_for("the drained node's tasks to move", Duration::from_secs(15), || {
+        let counts = running_per_node(&host, "helloworld");
+        async move { (counts == vec![5, 4] || counts == vec![4, 5]).then_some(()) }
+    })
+    .await;
+    let o = docker(&host, &["node", "ls"]);
+    assert!(out(&o).lines().any(|l| l.contains("node3") && l.contains("Drain")), "{}", out(&o));
+
+    // Errors come back as the CLI prints them, and change nothing.
+    let cases: [(&[&str], &str); 3] = [
+        (&["service", "create", "--name", "helloworld", "--detach", "shoal:local"], "name conflicts"),
+        (
+            &["service", "create", "--name", "bad", "--detach", "--constraint", "node.bogus~~x", "shoal:local"],
+            "expected one operator from ==, !=",
+        ),
+        (&["service", "inspect", "nope"], "no such service"),
+    ];
+    for (args, msg) in cases {
+        let o = docker(&host, args);
+        assert!(!o.status.success() && out(&o).to_lowercase().contains(&msg.to_lowercase()), "{args:?}: {}", out(&o));
+    }
+
+    // docker service rm.
+    let o = docker(&host, &["service", "rm", "helloworld"]);
+    assert!(o.status.success(), "{}", out(&o));
+    let o = docker(&host, &["service", "ls", "-q"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "", "{}", out(&o));
+}
