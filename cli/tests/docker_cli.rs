@@ -90,6 +90,62 @@ async fn the_docker_cli_drives_shoal() {
     );
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "helloworld 9", "{}", out(&o));
 
+    // docker service update (rolling, 3 at a time) and docker service rollback.
+    let o = docker(
+        &host,
+        &[
+            "service",
+            "update",
+            "--env-add",
+            "B=2",
+            "--update-parallelism",
+            "3",
+            "--update-monitor",
+            "300ms",
+            "--rollback-parallelism",
+            "0",
+            "--rollback-monitor",
+            "300ms",
+            "helloworld",
+        ],
+    );
+    let text = out(&o);
+    println!("$ docker service update --env-add B=2 ...\n{text}");
+    assert!(o.status.success() && text.contains("converged"), "{text}");
+    let o = docker(
+        &host,
+        &[
+            "service",
+            "inspect",
+            "--format",
+            "{{.UpdateStatus.State}} {{.Spec.TaskTemplate.ContainerSpec.Env}}",
+            "helloworld",
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "completed [B=2]", "{}", out(&o));
+    let o = docker(&host, &["service", "ps", "--format", "{{.Name}} {{.DesiredState}}", "helloworld"]);
+    let history = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(
+        history.lines().filter(|l| l.ends_with("Shutdown")).count(),
+        9,
+        "the old tasks are kept as history:\n{history}"
+    );
+    let o = docker(&host, &["service", "rollback", "helloworld"]);
+    let text = out(&o);
+    println!("$ docker service rollback helloworld\n{text}");
+    assert!(o.status.success() && text.contains("converged"), "{text}");
+    let o = docker(
+        &host,
+        &[
+            "service",
+            "inspect",
+            "--format",
+            "{{.UpdateStatus.State}} {{.Spec.TaskTemplate.ContainerSpec.Env}}",
+            "helloworld",
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "rollback_completed []", "{}", out(&o));
+
     // docker node update --availability drain: its tasks move, nothing new lands there.
     let o = docker(&host, &["node", "update", "--availability", "drain", "node3"]);
     assert!(o.status.success(), "{}", out(&o));

@@ -85,8 +85,14 @@ impl Manager {
             spec.ok_or_else(|| Error::BadRequest("an update needs the full service spec as its body".into()))?
         };
         let parsed = parse(&spec)?;
-        let cmd =
-            ServiceCommand::Update { id: current.id, version, name: parsed.name, spec: spec.to_string(), at: now() };
+        let cmd = ServiceCommand::Update {
+            id: current.id,
+            version,
+            name: parsed.name,
+            spec: spec.to_string(),
+            at: now(),
+            rollback,
+        };
         outcome(self.write(Command::Service(cmd)).await?)
     }
 

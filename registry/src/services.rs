@@ -124,6 +124,9 @@ pub struct ServiceRecord {
     pub updated_at: String,
     /// The rolling update's state, if there was one.
     pub update_status: Option<UpdateStatus>,
+    /// Whether the last spec change was a rollback.
+    #[serde(default)]
+    pub rolling_back: bool,
     /// Raft index of creation.
     pub create_index: u64,
     /// Raft index of the last change: Docker's `Version.Index`.
@@ -198,6 +201,8 @@ pub enum ServiceCommand {
         spec: String,
         /// RFC 3339.
         at: String,
+        /// A rollback to the previous spec (the updater then uses the rollback config).
+        rollback: bool,
     },
     /// Delete a service; its tasks are set to desired `remove`.
     Remove {
@@ -318,13 +323,14 @@ impl ServiceTables {
                         created_at: at.clone(),
                         updated_at: at.clone(),
                         update_status: None,
+                        rolling_back: false,
                         create_index: index,
                         modify_index: index,
                     },
                 );
                 CommandResult::Done
             }
-            ServiceCommand::Update { id, version, name, spec, at } => {
+            ServiceCommand::Update { id, version, name, spec, at, rollback } => {
                 if let Some(other) = self.by_name(name).filter(|o| o.id != *id) {
                     return refused(format!(
                         "name conflicts with an existing object: service {name} already exists (ID {})",
@@ -348,7 +354,16 @@ impl ServiceTables {
                 s.name = name.clone();
                 if dirty {
                     s.spec_version += 1;
+                    s.rolling_back = *rollback;
                 }
+                // As swarmkit: an update starts with no status (the updater sets "updating"); a
+                // rollback is "rollback_started" at once, so a client watching sees it begin.
+                s.update_status = rollback.then(|| UpdateStatus {
+                    state: "rollback_started".into(),
+                    started_at: at.clone(),
+                    completed_at: None,
+                    message: "manually requested rollback".into(),
+                });
                 s.spec_history.insert(s.spec_version, spec.clone());
                 s.updated_at = at.clone();
                 s.modify_index = index;
@@ -515,6 +530,7 @@ mod tests {
             name: "web".into(),
             spec: "{\"Name\":\"web\",\"X\":1,\"TaskTemplate\":{\"ContainerSpec\":{\"Image\":\"b\"}}}".into(),
             at: "t2".into(),
+            rollback: false,
         };
         assert!(matches!(t.apply(7, &update(4)), CommandResult::Refused(m) if m.contains("update out of sequence")));
         assert_eq!(t.services["s1"].spec_version, 1, "a refused update changes nothing");
@@ -530,6 +546,7 @@ mod tests {
             name: "web".into(),
             spec: "{\"Name\":\"web\",\"X\":2,\"Mode\":{\"Replicated\":{\"Replicas\":9}},\"TaskTemplate\":{\"ContainerSpec\":{\"Image\":\"b\"}}}".into(),
             at: "t3".into(),
+            rollback: false,
         };
         assert_eq!(t.apply(10, &scale), CommandResult::Done);
         assert_eq!(t.services["s1"].spec_version, 2, "a scale is not a new task spec");

@@ -17,6 +17,7 @@ pub mod leader;
 pub mod orchestrator;
 pub mod plan;
 pub mod snapshot;
+pub mod updater;
 
 pub use plan::{Decision, Plan, TaskToPlace, plan};
 pub use snapshot::{NodeInfo, NodeUsage, Snapshot};

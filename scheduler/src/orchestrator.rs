@@ -208,6 +208,7 @@ fn replicated(
             out.commands.push(ServiceCommand::CreateTasks { tasks: vec![t], at: rfc3339(now_ms) });
         }
     }
+    crate::updater::tick(service, spec, &slots, replicas, now_ms, ids, out);
 }
 
 fn global(

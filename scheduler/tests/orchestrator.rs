@@ -78,6 +78,7 @@ impl Sim {
             name: s.name.clone(),
             spec: spec.to_string(),
             at: rfc3339(self.now),
+            rollback: false,
         };
         assert_eq!(self.apply(cmd), CommandResult::Done);
     }
@@ -106,8 +107,13 @@ impl Sim {
             .filter_map(|t| {
                 let node = t.node_id?;
                 let up = self.nodes[&node].status == NodeStatus::Ready;
+                let image = self.image_of(t);
                 let next = if t.desired <= TaskState::Running && t.status.state == TaskState::Assigned {
-                    if self.failing.contains(&t.service_id) { TaskState::Failed } else { TaskState::Running }
+                    if self.failing.contains(&t.service_id) || image.starts_with("fail") {
+                        TaskState::Failed
+                    } else {
+                        TaskState::Running
+                    }
                 } else if t.desired > TaskState::Running
                     && !t.status.state.is_terminal()
                     && up
@@ -132,6 +138,27 @@ impl Sim {
             self.apply(ServiceCommand::SetStatus { id, node_id: node, status });
         }
         self.now += 100;
+    }
+
+    /// The image of the spec version a task was made from.
+    fn image_of(&self, t: &shoal_registry::services::TaskRecord) -> String {
+        let spec = self.tables.services.get(&t.service_id).and_then(|s| s.spec_history.get(&t.spec_version));
+        let v: Value = spec.and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default();
+        v["TaskTemplate"]["ContainerSpec"]["Image"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// Live tasks (desired running, not ended) per image.
+    fn live_images(&self, id: &str) -> BTreeMap<String, usize> {
+        let mut per = BTreeMap::new();
+        for t in self
+            .tables
+            .tasks
+            .values()
+            .filter(|t| t.service_id == id && t.desired == TaskState::Running && !t.status.state.is_terminal())
+        {
+            *per.entry(self.image_of(t)).or_default() += 1;
+        }
+        per
     }
 
     fn settle(&mut self) {
@@ -270,6 +297,72 @@ fn unschedulable_tasks_stay_pending_with_the_reason() {
         assert_eq!(t.status.state, TaskState::Pending);
         assert_eq!(t.status.message, "no suitable node (scheduling constraints not satisfied on 2 nodes)");
     }
+}
+
+fn rolling(image: &str, failure_action: &str) -> Value {
+    let mut spec = web(6);
+    spec["TaskTemplate"]["ContainerSpec"]["Image"] = json!(image);
+    spec["UpdateConfig"] = json!({"Parallelism": 2, "Delay": 1_000_000_000u64, "Monitor": 500_000_000u64, "FailureAction": failure_action});
+    spec["RollbackConfig"] = json!({"Parallelism": 0, "Monitor": 100_000_000u64});
+    spec
+}
+
+#[test]
+fn a_rolling_update_goes_two_slots_at_a_time_with_a_delay() {
+    let mut sim = Sim::new(3);
+    let web = sim.create(rolling("v1", "pause"));
+    sim.settle();
+    assert_eq!(sim.live_images(&web), BTreeMap::from([("v1".to_string(), 6)]));
+    sim.update(&web, |s| s["TaskTemplate"]["ContainerSpec"]["Image"] = json!("v2"));
+    // Watch the old tasks go, tick by tick (100 ms each).
+    let mut steps: Vec<(u64, usize)> = Vec::new();
+    let mut last = 6;
+    for _ in 0..200 {
+        sim.tick();
+        let old = sim.live_images(&web).get("v1").copied().unwrap_or(0);
+        if old != last {
+            steps.push((sim.now, last - old));
+            last = old;
+        }
+    }
+    assert_eq!(steps.iter().map(|s| s.1).collect::<Vec<_>>(), vec![2, 2, 2], "two slots at a time: {steps:?}");
+    for w in steps.windows(2) {
+        assert!(w[1].0 - w[0].0 >= 1000, "batches at least the 1 s delay apart: {steps:?}");
+    }
+    assert_eq!(sim.live_images(&web), BTreeMap::from([("v2".to_string(), 6)]));
+    assert_eq!(sim.tables.services[&web].update_status.as_ref().unwrap().state, "completed");
+    assert_eq!(sim.live_slots(&web), vec![1, 2, 3, 4, 5, 6]);
+}
+
+#[test]
+fn a_failing_update_with_failure_action_rollback_rolls_back() {
+    let mut sim = Sim::new(3);
+    let web = sim.create(rolling("v1", "rollback"));
+    sim.settle();
+    sim.update(&web, |s| s["TaskTemplate"]["ContainerSpec"]["Image"] = json!("fail:v2"));
+    for _ in 0..100 {
+        sim.tick();
+    }
+    let s = &sim.tables.services[&web];
+    let spec: Value = serde_json::from_str(&s.spec).unwrap();
+    assert_eq!(spec["TaskTemplate"]["ContainerSpec"]["Image"], "v1", "the spec rolled back");
+    assert_eq!(s.update_status.as_ref().unwrap().state, "rollback_completed", "{:?}", s.update_status);
+    assert_eq!(sim.live_images(&web), BTreeMap::from([("v1".to_string(), 6)]));
+}
+
+#[test]
+fn a_failing_update_with_failure_action_pause_pauses() {
+    let mut sim = Sim::new(3);
+    let web = sim.create(rolling("v1", "pause"));
+    sim.settle();
+    sim.update(&web, |s| s["TaskTemplate"]["ContainerSpec"]["Image"] = json!("fail:v2"));
+    for _ in 0..60 {
+        sim.tick();
+    }
+    let u = sim.tables.services[&web].update_status.clone().unwrap();
+    assert_eq!(u.state, "paused");
+    assert!(u.message.contains("update paused due to failure or early termination of task"), "{}", u.message);
+    assert_eq!(sim.live_images(&web).get("v1"), Some(&4), "only the first batch was touched");
 }
 
 proptest::proptest! {
