@@ -76,7 +76,11 @@ impl ApiClient {
             return Ok(None);
         }
         if !status.is_success() {
-            let message = String::from_utf8_lossy(&bytes).trim().to_string();
+            // Docker-shaped endpoints answer `{"message": ...}`; the others a line of text.
+            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string());
             bail!(ApiError { status, message });
         }
         Ok(Some(bytes))

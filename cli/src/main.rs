@@ -37,6 +37,9 @@ enum Cmd {
     /// Inspect the cluster's nodes.
     #[command(subcommand)]
     Node(commands::node::NodeCmd),
+    /// Create and manage services (as `docker service`).
+    #[command(subcommand)]
+    Service(commands::service::ServiceCmd),
     /// Issue certificates from the cluster CA.
     #[command(subcommand)]
     Cert(commands::cert::CertCmd),
@@ -66,6 +69,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Dev(args) => agent::run_dev(args).await,
         Cmd::Kv(cmd) => commands::kv::run(&cli.http_addr, cmd).await,
         Cmd::Node(cmd) => commands::node::run(&cli.http_addr, cmd).await,
+        Cmd::Service(cmd) => commands::service::run(&cli.http_addr, cmd).await,
         Cmd::Cert(cmd) => commands::cert::run(&cli.http_addr, cmd).await,
         Cmd::JoinToken(args) => commands::token::run(&cli.http_addr, args).await,
     }

@@ -199,3 +199,110 @@ async fn tasks_run_on_the_fake_runtime_and_are_replaced_when_a_node_dies() {
     assert!(took < Duration::from_secs(7), "replaced after {took:?}");
     assert_eq!(failed().await, Some(3), "no more restarts after MaxAttempts");
 }
+
+fn shoal(api: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("timeout")
+        .arg("60")
+        .arg(shoal_testkit::shoal_bin())
+        .args(["--http-addr", api])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shoal_service_commands() {
+    let opts = ClusterOptions { agent_args: vec!["--runtime".into(), "fake".into()] };
+    let c = Cluster::start(1, opts).await;
+    let api = c.nodes[0].http_addr();
+    let o = shoal(
+        &api,
+        &[
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--replicas",
+            "3",
+            "--update-monitor",
+            "200ms",
+            "-e",
+            "A=1",
+            "shoal:local",
+            "whoami",
+            "--port",
+            "8080",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("overall progress: 3 out of 3 tasks") && text(&o).contains("verify: Service web converged"),
+        "{}",
+        text(&o)
+    );
+    let o = shoal(&api, &["service", "ls"]);
+    assert!(
+        text(&o)
+            .lines()
+            .any(|l| l.contains("web") && l.contains("replicated") && l.contains("3/3") && l.contains("shoal:local")),
+        "{}",
+        text(&o)
+    );
+    let o = shoal(&api, &["service", "scale", "web=5"]);
+    assert!(o.status.success() && text(&o).contains("overall progress: 5 out of 5 tasks"), "{}", text(&o));
+    let o = shoal(
+        &api,
+        &[
+            "service",
+            "update",
+            "--image",
+            "shoal:v2",
+            "--update-parallelism",
+            "2",
+            "--rollback-parallelism",
+            "0",
+            "--rollback-monitor",
+            "200ms",
+            "web",
+        ],
+    );
+    assert!(o.status.success() && text(&o).contains("converged"), "{}", text(&o));
+    let o = shoal(&api, &["service", "ps", "web"]);
+    let ps = text(&o);
+    assert_eq!(ps.lines().filter(|l| l.contains("shoal:v2") && l.contains("running")).count(), 5, "{ps}");
+    assert_eq!(
+        ps.lines().filter(|l| l.contains(" \\_ web.") && l.contains("shoal:local") && l.contains("shutdown")).count(),
+        5,
+        "{ps}"
+    );
+    let o = shoal(&api, &["service", "rollback", "web"]);
+    assert!(o.status.success() && text(&o).contains("converged"), "{}", text(&o));
+    let o = shoal(&api, &["service", "inspect", "web"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"], "shoal:local");
+    assert_eq!(v["UpdateStatus"]["State"], "rollback_completed");
+
+    // Bad input: a clear error, a non-zero exit, nothing changed.
+    let cases: [(&[&str], &str); 5] = [
+        (&["service", "create", "--name", "x", "--update-delay", "soon", "i"], "invalid duration \"soon\""),
+        (&["service", "create", "--name", "x", "--mode", "daemon", "i"], "invalid --mode \"daemon\""),
+        (
+            &["service", "create", "--name", "x", "--constraint", "node.role=manager", "i"],
+            "expected one operator from ==, !=",
+        ),
+        (&["service", "scale", "web=-2"], "invalid replicas \"-2\""),
+        (&["service", "inspect", "nope"], "service nope not found"),
+    ];
+    for (args, msg) in cases {
+        let o = shoal(&api, args);
+        assert!(!o.status.success() && text(&o).contains(msg), "{args:?}: {}", text(&o));
+    }
+    let o = shoal(&api, &["service", "rm", "web"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = shoal(&api, &["service", "ls", "--format", "json"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "[]");
+}

@@ -3,6 +3,7 @@
 pub mod cert;
 pub mod kv;
 pub mod node;
+pub mod service;
 pub mod token;
 
 /// Output format of read commands.
