@@ -4,6 +4,7 @@
 mod load;
 mod placement;
 mod report;
+mod service_create;
 mod target;
 
 use std::time::Duration;
@@ -27,6 +28,21 @@ enum Cmd {
     Kv(KvArgs),
     /// The pure scheduler alone: place --tasks tasks on --nodes simulated nodes (one core, no I/O).
     Placement(PlacementArgs),
+    /// End to end: create a service of --replicas through --api and time until all are assigned.
+    ServiceCreate(ServiceCreateArgs),
+}
+
+#[derive(Args, Debug)]
+struct ServiceCreateArgs {
+    /// A manager's HTTP API, e.g. http://127.0.0.1:8500.
+    #[arg(long)]
+    api: String,
+    /// Replicas of the service.
+    #[arg(long, default_value_t = 10_000)]
+    replicas: u64,
+    /// Give up after this long.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    timeout: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -98,6 +114,15 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     match cli.command {
         Cmd::Kv(args) => runtime.block_on(run_kv(args)),
+        Cmd::ServiceCreate(args) => runtime.block_on(async {
+            let (secs, n) = service_create::run(args.api.trim_end_matches('/'), args.replicas, args.timeout).await?;
+            println!(
+                "service create of {} replicas: all {n} tasks assigned after {secs:.3} s ({:.0} tasks/s)",
+                args.replicas,
+                n as f64 / secs
+            );
+            Ok(())
+        }),
         Cmd::Placement(args) => {
             let mut rates: Vec<f64> = Vec::new();
             for i in 0..args.runs.max(1) {

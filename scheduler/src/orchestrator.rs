@@ -156,6 +156,7 @@ fn replicated(
     ids: &mut dyn IdSource,
     out: &mut Reconciliation,
 ) {
+    let start = out.commands.len();
     let mut slots: BTreeMap<u64, Vec<&TaskRecord>> = BTreeMap::new();
     for t in tasks {
         slots.entry(t.slot).or_default().push(t);
@@ -209,6 +210,54 @@ fn replicated(
         }
     }
     crate::updater::tick(service, spec, &slots, replicas, now_ms, ids, out);
+    // Only a service with nothing else to do is rebalanced.
+    if spec.rebalance && out.commands.len() == start {
+        rebalance(service, spec, &slots, by_node, now_ms, ids, out);
+    }
+}
+
+/// `shoal.rebalance=true`: when the service is stable and its tasks are uneven across the nodes
+/// that could run them (a node joined, came back or left drain), move one task per tick from the
+/// fullest node; the scheduler's spread puts its replacement on the emptiest. Swarm never does this.
+fn rebalance(
+    service: &ServiceRecord,
+    spec: &Arc<ServiceSpec>,
+    slots: &BTreeMap<u64, Vec<&TaskRecord>>,
+    by_node: &HashMap<NodeId, &NodeInfo>,
+    now_ms: u64,
+    ids: &mut dyn IdSource,
+    out: &mut Reconciliation,
+) {
+    let live_tasks: Vec<&TaskRecord> = slots.values().flatten().copied().filter(|t| live(t)).collect();
+    let stable =
+        live_tasks.iter().all(|t| t.status.state == TaskState::Running && t.spec_version == service.spec_version)
+            && service.update_status.as_ref().is_none_or(|u| u.state == "completed" || u.state == "rollback_completed");
+    if !stable {
+        return;
+    }
+    let empty = NodeUsage::default();
+    let mut per_node: BTreeMap<NodeId, Vec<&TaskRecord>> = by_node
+        .values()
+        .filter(|n| Available.check(spec, &service.id, n, &empty) && Constraints.check(spec, &service.id, n, &empty))
+        .map(|n| (n.id, Vec::new()))
+        .collect();
+    for t in &live_tasks {
+        if let Some(v) = t.node_id.and_then(|n| per_node.get_mut(&n)) {
+            v.push(t);
+        }
+    }
+    let (Some(max), Some(min)) = (per_node.values().map(Vec::len).max(), per_node.values().map(Vec::len).min()) else {
+        return;
+    };
+    if max <= min + 1 {
+        return;
+    }
+    let fullest = per_node.values().find(|v| v.len() == max).expect("max exists");
+    let Some(victim) = fullest.iter().max_by_key(|t| t.slot) else { return };
+    out.commands.push(ServiceCommand::SetDesired { id: victim.id.clone(), desired: TaskState::Shutdown });
+    let t = new_task(service, victim.slot, None, ids);
+    out.to_place.push(place(service, spec, &t.id, None));
+    out.commands.push(ServiceCommand::CreateTasks { tasks: vec![t], at: rfc3339(now_ms) });
 }
 
 fn global(

@@ -299,6 +299,25 @@ fn unschedulable_tasks_stay_pending_with_the_reason() {
     }
 }
 
+#[test]
+fn rebalancing_moves_tasks_onto_a_node_that_returns_only_when_asked() {
+    for (rebalance, want) in [(false, vec![3, 3, 0]), (true, vec![2, 2, 2])] {
+        let mut sim = Sim::new(3);
+        let mut spec = web(6);
+        if rebalance {
+            spec["Labels"] = json!({"shoal.rebalance": "true"});
+        }
+        let web = sim.create(spec);
+        sim.nodes.get_mut(&3).unwrap().availability = Availability::Drain;
+        sim.settle();
+        assert_eq!(sim.running(&web), vec![3, 3, 0]);
+        sim.nodes.get_mut(&3).unwrap().availability = Availability::Active;
+        sim.settle();
+        assert_eq!(sim.running(&web), want, "rebalance={rebalance}");
+        assert_eq!(sim.live_slots(&web), vec![1, 2, 3, 4, 5, 6]);
+    }
+}
+
 fn rolling(image: &str, failure_action: &str) -> Value {
     let mut spec = web(6);
     spec["TaskTemplate"]["ContainerSpec"]["Image"] = json!(image);
