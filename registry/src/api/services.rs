@@ -163,14 +163,73 @@ pub async fn list(
     axum::Json(out).into_response()
 }
 
-/// `GET /services/{id}`.
-pub async fn inspect(State(m): State<Arc<Manager>>, Path(id): Path<String>) -> Response {
+/// `GET /services/{id}` (`?insertDefaults=true` fills in the defaults Shoal applies, as Docker).
+pub async fn inspect(
+    State(m): State<Arc<Manager>>,
+    Path(id): Path<String>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Response {
     if let Err(e) = m.linearize().await {
         return docker_error(&e);
     }
+    let defaults = q.get("insertDefaults").is_some_and(|v| v == "true" || v == "1");
     match m.view().read(|s| resolve(s.services.services.values(), &id).map(|svc| service_json(svc, None))) {
-        Ok(v) => axum::Json(v).into_response(),
+        Ok(mut v) => {
+            if defaults {
+                insert_defaults(&mut v["Spec"]);
+            }
+            axum::Json(v).into_response()
+        }
         Err(e) => docker_error(&e),
+    }
+}
+
+/// Fills in (only where absent) the defaults Shoal acts on, in Docker's shape.
+pub fn insert_defaults(spec: &mut Value) {
+    fn fill(target: &mut Value, defaults: Value) {
+        if !target.is_object() {
+            *target = json!({});
+        }
+        for (k, v) in defaults.as_object().expect("object") {
+            match target.get_mut(k) {
+                Some(existing) if existing.is_object() && v.is_object() => fill(existing, v.clone()),
+                Some(_) => {}
+                None => {
+                    target[k] = v.clone();
+                }
+            }
+        }
+    }
+    let update = json!({"Parallelism": 1, "FailureAction": "pause", "Monitor": 5_000_000_000u64, "MaxFailureRatio": 0, "Order": "stop-first"});
+    fill(
+        spec,
+        json!({
+            "Labels": {},
+            "TaskTemplate": {
+                "ContainerSpec": {"Init": false, "StopGracePeriod": 10_000_000_000u64, "DNSConfig": {}, "Isolation": "default"},
+                "Resources": {"Limits": {}, "Reservations": {}},
+                "RestartPolicy": {"Condition": "any", "Delay": 5_000_000_000u64, "MaxAttempts": 0},
+                "Placement": {},
+                "ForceUpdate": 0,
+                "Runtime": "container"
+            },
+            "Mode": {"Replicated": {"Replicas": 1}},
+            "UpdateConfig": update,
+            "RollbackConfig": update,
+            "EndpointSpec": {"Mode": "vip"}
+        }),
+    );
+    // `{"Replicated": {}}` (stack deploy) means 1.
+    if let Some(r) = spec["Mode"].get_mut("Replicated")
+        && r.get("Replicas").is_none()
+    {
+        r["Replicas"] = json!(1);
+    }
+    // A global service has no Replicated block to fill.
+    if spec["Mode"].get("Global").is_some()
+        && let Some(m) = spec["Mode"].as_object_mut()
+    {
+        m.remove("Replicated");
     }
 }
 
@@ -290,5 +349,31 @@ impl Filters {
             && self.any("id", |v| t.id.starts_with(v))
             && self.any("name", |v| name.as_deref().is_some_and(|n| n.starts_with(v)))
             && self.any("_up-to-date", |_| s.is_some_and(|s| s.spec_version == t.spec_version))
+            // Tasks carry no labels of their own: a label filter matches none.
+            && self.any("label", |_| false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_defaults_fills_only_what_is_absent() {
+        let mut spec = json!({"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "i"}, "RestartPolicy": {"Condition": "none"}},
+            "Mode": {"Replicated": {}}, "UpdateConfig": {"Parallelism": 2}});
+        insert_defaults(&mut spec);
+        assert_eq!(
+            spec["TaskTemplate"]["RestartPolicy"],
+            json!({"Condition": "none", "Delay": 5_000_000_000u64, "MaxAttempts": 0})
+        );
+        assert_eq!(spec["UpdateConfig"]["Parallelism"], 2, "given values stay");
+        assert_eq!(spec["UpdateConfig"]["Monitor"], 5_000_000_000u64);
+        assert_eq!(spec["RollbackConfig"]["Order"], "stop-first");
+        assert_eq!(spec["Mode"], json!({"Replicated": {"Replicas": 1}}));
+        assert_eq!(spec["TaskTemplate"]["ContainerSpec"]["Image"], "i");
+        let mut global = json!({"Name": "g", "Mode": {"Global": {}}});
+        insert_defaults(&mut global);
+        assert_eq!(global["Mode"], json!({"Global": {}}));
     }
 }
