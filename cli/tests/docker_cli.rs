@@ -196,3 +196,134 @@ async fn the_docker_cli_drives_shoal() {
     let o = docker(&host, &["service", "ls", "-q"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "", "{}", out(&o));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_docker_cli_sees_restarts_rollbacks_global_services_and_a_dead_node() {
+    let opts = ClusterOptions { agent_args: vec!["--runtime".into(), "fake".into()] };
+    let mut c = Cluster::start(3, opts).await;
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    let host = format!("{}:2375", c.nodes[leader].ip);
+
+    // A task that keeps failing follows its restart policy.
+    let o = docker(
+        &host,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "crash",
+            "--restart-condition",
+            "on-failure",
+            "--restart-delay",
+            "1s",
+            "--restart-max-attempts",
+            "2",
+            "fail:now",
+        ],
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    wait_for("three failed attempts", Duration::from_secs(20), || {
+        let ps = out(&docker(&host, &["service", "ps", "--format", "{{.CurrentState}}|{{.Error}}", "crash"]));
+        async move {
+            (ps.lines().filter(|l| l.starts_with("Failed") && l.contains("task: non-zero exit (1)")).count() == 3)
+                .then_some(())
+        }
+    })
+    .await;
+
+    // Global mode: one task per node.
+    let o = docker(
+        &host,
+        &["service", "create", "--mode", "global", "--name", "agent", "--update-monitor", "300ms", "shoal:local"],
+    );
+    assert!(o.status.success() && out(&o).contains("converged"), "{}", out(&o));
+    let o = docker(&host, &["service", "ls", "--filter", "name=agent"]);
+    assert!(out(&o).contains("global") && out(&o).contains("3/3"), "{}", out(&o));
+
+    // A rolling update, two tasks at a time with a 1 s delay: 6 tasks take at least 2 delays.
+    let o = docker(
+        &host,
+        &["service", "create", "--replicas", "6", "--name", "web", "--update-monitor", "300ms", "shoal:local"],
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    let started = std::time::Instant::now();
+    let o = docker(
+        &host,
+        &["service", "update", "--image", "shoal:v2", "--update-parallelism", "2", "--update-delay", "1s", "web"],
+    );
+    let took = started.elapsed();
+    assert!(o.status.success() && out(&o).contains("converged"), "{}", out(&o));
+    assert!(took >= Duration::from_secs(2), "three batches with 1 s between them took {took:?}");
+    println!("rolling update of 6 tasks, 2 at a time, 1 s delay: {took:?}");
+
+    // A failing update with --update-failure-action rollback goes back to the previous image.
+    let o = docker(
+        &host,
+        &[
+            "service",
+            "update",
+            "--image",
+            "fail:v3",
+            "--update-failure-action",
+            "rollback",
+            "--update-monitor",
+            "1s",
+            "--rollback-parallelism",
+            "0",
+            "--rollback-monitor",
+            "300ms",
+            "web",
+        ],
+    );
+    println!("$ docker service update --image fail:v3 --update-failure-action rollback web\n{}", out(&o));
+    wait_for("the automatic rollback to complete", Duration::from_secs(30), || {
+        let state = out(&docker(
+            &host,
+            &[
+                "service",
+                "inspect",
+                "--format",
+                "{{.UpdateStatus.State}} {{.Spec.TaskTemplate.ContainerSpec.Image}}",
+                "web",
+            ],
+        ));
+        async move { (state.trim() == "rollback_completed shoal:v2").then_some(()) }
+    })
+    .await;
+
+    // Kill a node: its tasks are replaced on the others within the down window.
+    let victim = (0..3).find(|i| *i != leader).unwrap();
+    let killed = std::time::Instant::now();
+    c.kill(victim);
+    let victim_name = format!("node{}", victim + 1);
+    let last_ps = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let _print_on_failure = PrintOnDrop(last_ps.clone());
+    wait_for("web's tasks to run elsewhere", Duration::from_secs(10), || {
+        let ps = out(&docker(
+            &host,
+            &["service", "ps", "--filter", "desired-state=running", "--format", "{{.Node}} {{.CurrentState}}", "web"],
+        ));
+        let victim_name = victim_name.clone();
+        *last_ps.lock().unwrap() = ps.clone();
+        async move {
+            let lines: Vec<&str> = ps.lines().collect();
+            (lines.len() == 6 && lines.iter().all(|l| !l.starts_with(&victim_name) && l.contains("Running")))
+                .then_some(())
+        }
+    })
+    .await;
+    println!("a killed node's tasks ran elsewhere {:?} after kill -9 (down window 5 s)", killed.elapsed());
+    assert!(killed.elapsed() < Duration::from_secs(8));
+}
+
+/// Prints the last `docker service ps` seen if the test fails while waiting.
+struct PrintOnDrop(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl Drop for PrintOnDrop {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("last docker service ps:\n{}", self.0.lock().map(|s| s.clone()).unwrap_or_default());
+        }
+    }
+}

@@ -204,6 +204,11 @@ fn replicated(
             Some(_) => true,
         };
         if replace {
+            // The ended task it replaces is no longer wanted running (swarmkit's restart
+            // supervisor does the same), so it shows as history.
+            if let Some(ended) = newest.filter(|t| t.status.state.is_terminal()) {
+                out.commands.push(ServiceCommand::SetDesired { id: ended.id.clone(), desired: TaskState::Shutdown });
+            }
             let t = new_task(service, *slot, None, ids);
             out.to_place.push(place(service, spec, &t.id, None));
             out.commands.push(ServiceCommand::CreateTasks { tasks: vec![t], at: rfc3339(now_ms) });
@@ -304,6 +309,11 @@ fn global(
             },
         };
         if replace {
+            // The ended task it replaces is no longer wanted running (swarmkit's restart
+            // supervisor does the same), so it shows as history.
+            if let Some(ended) = newest.filter(|t| t.status.state.is_terminal()) {
+                out.commands.push(ServiceCommand::SetDesired { id: ended.id.clone(), desired: TaskState::Shutdown });
+            }
             let t = new_task(service, 0, Some(node.id), ids);
             out.to_place.push(place(service, spec, &t.id, Some(node.id)));
             out.commands.push(ServiceCommand::CreateTasks { tasks: vec![t], at: rfc3339(now_ms) });
