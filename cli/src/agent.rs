@@ -48,7 +48,8 @@ pub struct NetArgs {
     #[arg(long, value_name = "PORT")]
     pub http_port: Option<u16>,
     /// Docker Engine API port on managers (the `docker` CLI: DOCKER_HOST=tcp://IP:PORT); it
-    /// listens where the HTTP API does, and needs client certificates off loopback. 0 turns it off.
+    /// listens where the HTTP API does. Off loopback it requires client certificates (`docker
+    /// --tlsverify`, certificates from `shoal cert client`) and 2375 becomes 2376. 0 turns it off.
     #[arg(long, default_value_t = 2375, value_name = "PORT")]
     pub docker_port: u16,
     /// Gossip port (UDP; default 7946, or the port stored in the data dir).
@@ -291,6 +292,8 @@ async fn run(
         tokio::spawn(shoal_scheduler::leader::run(m.clone()));
     }
     let mut runner = crate::runtime::start(runtime, &node);
+    // Off loopback the Docker API speaks TLS, on Docker's TLS port unless one was chosen.
+    let docker_port = if !http_ip.is_loopback() && docker_port == 2375 { 2376 } else { docker_port };
     let docker_addr = SocketAddr::new(http_ip, docker_port);
     let start_docker_api = |node: &RunningNode| -> Option<tokio::task::JoinHandle<()>> {
         let RunningNode::Manager(m) = node else { return None };

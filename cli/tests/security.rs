@@ -228,6 +228,28 @@ async fn an_api_with_http_tls_answers_only_clients_with_a_certificate_from_the_c
     let (rc, body) = get(&["--cacert", &ca, "--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap(), &url]);
     assert_eq!((rc, body.as_str()), (0, "hello\n200"), "curl with the client certificate");
 
+    // The Docker API is exposed too (all addresses): on 2376 with TLS, and only with a certificate.
+    let docker = |with_certs: bool| {
+        let mut cmd = Command::new("timeout");
+        cmd.args(["30", "docker", "node", "ls"])
+            .env("DOCKER_HOST", format!("tcp://{ip}:2376"))
+            .env_remove("DOCKER_CONTEXT");
+        if with_certs {
+            cmd.env("DOCKER_TLS_VERIFY", "1").env("DOCKER_CERT_PATH", &out_dir);
+        } else {
+            cmd.env_remove("DOCKER_TLS_VERIFY").env_remove("DOCKER_CERT_PATH");
+        }
+        cmd.output().unwrap()
+    };
+    let o = shoal_testkit::wait_for("the Docker API over TLS", Duration::from_secs(10), || {
+        let o = docker(true);
+        async move { o.status.success().then_some(o) }
+    })
+    .await;
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Leader"), "{}", stderr(&o));
+    let o = docker(false);
+    assert!(!o.status.success(), "the docker CLI without a certificate must be refused");
+
     // A client certificate is no node identity: the cluster port refuses it.
     let (_, code) = curl(&[
         "--cacert",

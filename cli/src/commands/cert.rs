@@ -53,8 +53,11 @@ pub async fn run(addr: &str, cmd: CertCmd) -> Result<()> {
     write(&args.out.join("ca.pem"), ca, 0o644)?;
     write(&args.out.join("client.pem"), cert, 0o644)?;
     write(&args.out.join("client.key"), &key_pem, 0o600)?;
+    // The same pair under the names the docker CLI looks for (DOCKER_CERT_PATH).
+    write(&args.out.join("cert.pem"), cert, 0o644)?;
+    write(&args.out.join("key.pem"), &key_pem, 0o600)?;
     println!(
-        "Client certificate written to {dir}. Use it with:\n  SHOAL_TLS_DIR={dir} shoal --http-addr IP:8500 node ls\n  curl --cacert {dir}/ca.pem --cert {dir}/client.pem --key {dir}/client.key https://IP:8500/v1/nodes",
+        "Client certificate written to {dir}. Use it with:\n  SHOAL_TLS_DIR={dir} shoal --http-addr IP:8500 node ls\n  curl --cacert {dir}/ca.pem --cert {dir}/client.pem --key {dir}/client.key https://IP:8500/v1/nodes\n  DOCKER_HOST=tcp://IP:2376 DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH={dir} docker node ls",
         dir = args.out.display()
     );
     Ok(())
