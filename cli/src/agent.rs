@@ -73,10 +73,12 @@ pub struct NetArgs {
     #[arg(long)]
     pub http_tls: bool,
     /// Leader heartbeat interval in milliseconds.
-    #[arg(long, default_value_t = 50, value_name = "MS")]
+    /// (openraft also uses it as the timeout of every AppendEntries, so it must cover a follower's
+    /// fsync on a busy machine.)
+    #[arg(long, default_value_t = 100, value_name = "MS")]
     pub heartbeat_ms: u64,
     /// Election timeout range in milliseconds, MIN-MAX: raise it on slow networks.
-    #[arg(long, default_value = "250-500", value_name = "MIN-MAX")]
+    #[arg(long, default_value = "300-600", value_name = "MIN-MAX")]
     pub election_timeout_ms: String,
     /// Build a snapshot and compact the Raft log after this many entries.
     #[arg(long, default_value_t = 10_000, value_name = "N")]

@@ -89,8 +89,8 @@ impl Default for ManagerConfig {
             advertise_ip: IpAddr::from([127, 0, 0, 1]),
             cluster_port: 2377,
             http_port: 8500,
-            heartbeat: Duration::from_millis(50),
-            election_timeout: (Duration::from_millis(250), Duration::from_millis(500)),
+            heartbeat: Duration::from_millis(100),
+            election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),
             snapshot_threshold: 10_000,
             keep_logs: 1_000,
             write_timeout: Duration::from_millis(4_500),
@@ -499,10 +499,15 @@ impl Manager {
         loop {
             let leader = match self.leader_to_forward() {
                 Ok(None) if self.wait_gate(deadline).await? => continue,
-                Ok(None) => {
-                    let index = self.read_index_local(deadline).await?;
-                    return self.wait_applied(index, deadline).await;
-                }
+                Ok(None) => match self.read_index_local(deadline).await {
+                    Ok(index) => return self.wait_applied(index, deadline).await,
+                    // Leadership moved while confirming: ask the new leader.
+                    Err(Error::Unavailable(msg)) if msg == NOT_LEADER => {
+                        self.pause_before_retry(deadline).await?;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
                 Ok(Some(leader)) => leader,
                 Err(_) => {
                     self.pause_before_retry(deadline).await?;
@@ -536,9 +541,16 @@ impl Manager {
     }
 
     async fn read_index_local(&self, deadline: Instant) -> Result<u64, Error> {
-        match tokio::time::timeout_at(deadline, self.reads.read_index()).await {
-            Ok(res) => res,
-            Err(_) => Err(Error::NoLeader),
+        loop {
+            match tokio::time::timeout_at(deadline, self.reads.read_index()).await {
+                // A confirmation round that timed out (a follower slow to answer on a loaded
+                // machine) is not a lost leadership: try again until the deadline.
+                Ok(Err(Error::NoLeader)) if Instant::now() + Duration::from_millis(25) < deadline => {
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+                Ok(res) => return res,
+                Err(_) => return Err(Error::NoLeader),
+            }
         }
     }
 
