@@ -40,29 +40,12 @@ impl GossipParams {
 
     /// Reads `gossip.json`; `None` if there is none.
     pub fn load(dir: &Path) -> Result<Option<Self>, Error> {
-        let path = dir.join(FILE);
-        match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| Error::Internal(format!("{} is damaged: {e}", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::Internal(format!("cannot read {}: {e}", path.display()))),
-        }
+        crate::files::load_json(dir, FILE)
     }
 
     /// Writes `gossip.json` (mode 0600: it holds a secret).
     pub fn save(&self, dir: &Path) -> Result<(), Error> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let tmp = dir.join(format!("{FILE}.tmp"));
-        let body = serde_json::to_vec_pretty(self).expect("gossip params serialise");
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-            f.write_all(&body)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, dir.join(FILE))
-        };
-        write().map_err(|e| Error::Internal(format!("cannot write {}: {e}", dir.join(FILE).display())))
+        crate::files::save_json(dir, FILE, self, 0o600)
     }
 }
 

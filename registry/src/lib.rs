@@ -12,6 +12,7 @@ pub mod api;
 pub mod assignments;
 pub mod demotion;
 pub mod error;
+pub mod files;
 pub mod gossip_params;
 pub mod kv;
 pub mod listener;

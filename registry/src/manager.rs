@@ -147,29 +147,12 @@ fn manager_role() -> Role {
 impl NodeIdentity {
     /// Reads `node.json` from `dir`; `None` if there is none.
     pub fn load(dir: &Path) -> Result<Option<Self>, Error> {
-        let path = dir.join(NODE_FILE);
-        match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| Error::Internal(format!("{} is damaged: {e}", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::Internal(format!("cannot read {}: {e}", path.display()))),
-        }
+        crate::files::load_json(dir, NODE_FILE)
     }
 
     /// Writes `node.json` durably.
     pub fn save(&self, dir: &Path) -> Result<(), Error> {
-        let tmp = dir.join(format!("{NODE_FILE}.tmp"));
-        let body = serde_json::to_vec_pretty(self).expect("identity serialises");
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&body)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, dir.join(NODE_FILE))?;
-            std::fs::File::open(dir)?.sync_all()
-        };
-        write().map_err(|e| Error::Internal(format!("cannot write {}: {e}", dir.join(NODE_FILE).display())))
+        crate::files::save_json(dir, NODE_FILE, self, 0o644)
     }
 }
 

@@ -296,24 +296,20 @@ impl LiveCert {
     /// The cluster port's server side: presents the node certificate; a client certificate from the
     /// cluster CA is verified when offered and required by every route except the join routes.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, Error> {
-        install_crypto_provider();
-        let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(self.current().roots()?))
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| tls_err("client verifier", e))?;
-        let mut config =
-            ServerConfig::builder().with_client_cert_verifier(verifier).with_cert_resolver(Arc::new(self.clone()));
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Arc::new(config))
+        self.server_config_requiring_client_cert(false)
     }
 
     /// The HTTP API's server side with `--http-tls`: presents the node certificate and *requires* a
     /// client certificate from the cluster CA (`shoal cert client`, or a node's own).
     pub fn api_server_config(&self) -> Result<Arc<ServerConfig>, Error> {
+        self.server_config_requiring_client_cert(true)
+    }
+
+    fn server_config_requiring_client_cert(&self, required: bool) -> Result<Arc<ServerConfig>, Error> {
         install_crypto_provider();
-        let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(self.current().roots()?))
-            .build()
-            .map_err(|e| tls_err("client verifier", e))?;
+        let builder = rustls::server::WebPkiClientVerifier::builder(Arc::new(self.current().roots()?));
+        let builder = if required { builder } else { builder.allow_unauthenticated() };
+        let verifier = builder.build().map_err(|e| tls_err("client verifier", e))?;
         let mut config =
             ServerConfig::builder().with_client_cert_verifier(verifier).with_cert_resolver(Arc::new(self.clone()));
         config.alpn_protocols = vec![b"http/1.1".to_vec()];

@@ -13,31 +13,12 @@ use crate::orchestrator::{IdSource, reconcile};
 use crate::plan::{Decision, plan};
 use crate::snapshot::Snapshot;
 
-/// Random 25-character lowercase IDs, as Docker's.
+/// Random 25-character lowercase IDs, as Docker's (the registry's generator).
 pub struct RandomIds;
 
 impl IdSource for RandomIds {
     fn next_id(&mut self) -> String {
-        new_id()
-    }
-}
-
-/// A random 25-character ID of lowercase letters and digits.
-pub fn new_id() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut bytes = [0u8; 25];
-    getrandom(&mut bytes);
-    bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
-}
-
-fn getrandom(buf: &mut [u8]) {
-    use std::io::Read;
-    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(buf)).is_err() {
-        // Not reachable on Linux; fall back to the clock so IDs still differ.
-        let t = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = (t >> ((i % 16) * 8)) as u8 ^ i as u8;
-        }
+        shoal_registry::service_ops::new_object_id()
     }
 }
 
@@ -48,27 +29,26 @@ fn now_ms() -> u64 {
 /// One reconciliation on the current state: the commands it wrote (0 when nothing was to do).
 pub async fn tick(manager: &Manager) -> Result<(usize, Option<u64>), shoal_registry::Error> {
     let now = now_ms();
-    let (snapshot, r) = manager.view().read(|s| {
+    // One consistent read: the snapshot, the reconciliation, and the current status of every
+    // task to place (so a task pending for the same reason is not rewritten on every tick).
+    let (snapshot, r, pending_before) = manager.view().read(|s| {
         let snapshot = Snapshot::from_state(&s.nodes, &s.services);
         let r = reconcile(&s.services, &snapshot.nodes, now, &mut RandomIds);
-        (snapshot, r)
+        let before: Vec<_> = r
+            .to_place
+            .iter()
+            .map(|t| s.services.tasks.get(&t.task_id).map(|t| (t.status.state, t.status.message.clone())))
+            .collect();
+        (snapshot, r, before)
     });
     let mut cmds: Vec<Command> = r.commands.into_iter().map(Command::Service).collect();
-    // Plan against the state as it will be after these commands: only the new tasks matter for
-    // usage, and they are not placed yet, so the snapshot is right as it is.
+    // New tasks are not placed yet, so the snapshot's usage is right for planning them.
     let at = rfc3339(now);
-    let pending_before = manager.view().read(|s| {
-        r.to_place
-            .iter()
-            .map(|t| s.services.tasks.get(&t.task_id).map(|r| (r.status.state, r.status.message.clone())))
-            .collect::<Vec<_>>()
-    });
     for ((id, d), before) in plan(&snapshot, &r.to_place).decisions.into_iter().zip(pending_before) {
         let (node_id, message) = match d {
             Decision::Place(n) => (Some(n), "assigned".to_string()),
             Decision::Pending(why) => (None, why),
         };
-        // A task that stays pending for the same reason is not rewritten on every tick.
         if node_id.is_none()
             && before
                 .as_ref()

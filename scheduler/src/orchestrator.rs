@@ -47,7 +47,8 @@ pub trait IdSource {
     fn next_id(&mut self) -> String;
 }
 
-fn live(t: &TaskRecord) -> bool {
+/// Desired running and not ended.
+pub(crate) fn live(t: &TaskRecord) -> bool {
     t.desired <= TaskState::Running && !t.status.state.is_terminal()
 }
 

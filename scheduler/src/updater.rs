@@ -14,11 +14,7 @@ use shoal_registry::services::{
     NewTask, ServiceCommand, ServiceRecord, TaskRecord, TaskState, UpdateStatus, rfc3339, unix_ms,
 };
 
-use crate::orchestrator::{IdSource, Reconciliation};
-
-fn live(t: &TaskRecord) -> bool {
-    t.desired <= TaskState::Running && !t.status.state.is_terminal()
-}
+use crate::orchestrator::{IdSource, Reconciliation, live};
 
 fn status(state: &str, started_at: &str, completed: Option<String>, message: &str) -> Option<UpdateStatus> {
     Some(UpdateStatus {

@@ -55,12 +55,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     token: Option<String>,
 ) -> std::io::Result<()> {
-    let app = match token {
-        None => router(manager),
-        Some(token) => {
-            router(manager).layer(axum::middleware::from_fn(move |req, next| require_token(token.clone(), req, next)))
-        }
-    };
+    let app = guarded_router(manager, token);
     axum::serve(listener, app).await
 }
 
@@ -73,13 +68,18 @@ pub async fn serve_tls(
 ) -> std::io::Result<()> {
     let config = manager.cert.api_server_config().map_err(std::io::Error::other)?;
     let listener = crate::listener::TlsListener::new(listener, config);
-    let app = match token {
+    let app = guarded_router(manager, token);
+    axum::serve(listener, app.into_make_service_with_connect_info::<crate::listener::Peer>()).await
+}
+
+/// The API router, behind the token check when a token is set.
+fn guarded_router(manager: Arc<Manager>, token: Option<String>) -> Router {
+    match token {
         None => router(manager),
         Some(token) => {
             router(manager).layer(axum::middleware::from_fn(move |req, next| require_token(token.clone(), req, next)))
         }
-    };
-    axum::serve(listener, app.into_make_service_with_connect_info::<crate::listener::Peer>()).await
+    }
 }
 
 /// Whether `req` carries `token`.
