@@ -1,18 +1,21 @@
 //! The agent: runs this node's tasks through a container runtime and reports what happened.
 //!
 //! ```text
-//! managers ──assignments (watch)──▶ runner ──▶ Executor::controller(task) ──▶ prepare/start/wait/shutdown
+//! managers ──assignments (watch)──▶ runner ──▶ Executor::controller(task) ──▶ step: prepare/start/wait/shutdown
 //!          ◀──task status (batched)──┘
 //! ```
-//! `exec.rs` is the runtime contract; `fake.rs` an in-memory runtime for tests (`--runtime fake`).
-//! The Docker runtime (bollard, in exactly one module) comes with the agent issue.
+//! `exec.rs` is the runtime contract and `step`; `docker.rs` the Docker runtime (the only module
+//! that uses bollard); `fake.rs` an in-memory runtime for tests (`--runtime fake`). Both pass the
+//! same conformance suite (`tests/conformance.rs`).
 
 #![warn(missing_docs)]
 
+pub mod docker;
 pub mod exec;
 pub mod fake;
 pub mod runner;
 
-pub use exec::{Controller, ExecError, Executor, Exit};
+pub use docker::{DockerExecutor, NodeIdentity};
+pub use exec::{Controller, ExecError, Executor, Exit, LogLine, LogStream, Owned, Step, step};
 pub use fake::FakeExecutor;
 pub use runner::{Dispatcher, run};

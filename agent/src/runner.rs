@@ -1,23 +1,27 @@
-//! The task runner: watches this node's assignments, drives one controller per task and reports
-//! every state change back.
+//! The task runner: watches this node's assignments, drives one controller per task with `step`,
+//! reports every state change back, and keeps the node's containers and assignments in agreement.
 //!
 //! ```text
-//! Dispatcher::assignments(index) ──▶ runner ──spawn──▶ drive(task): prepare → start → wait
-//!        (blocking query)              │  desired shutdown ─▶ shutdown → remove
+//! Dispatcher::assignments(index) ──▶ runner ──spawn──▶ drive(task): step → step → … (exec::step)
+//!        (blocking query)              │  desired changes ─▶ the driver's watch channel
+//!                                      ├─ reconcile: owned containers no assignment explains ─▶ removed
 //!                                      └─ statuses ──▶ reporter (batches) ──▶ Dispatcher::report
 //! ```
+//! A restarted agent builds drivers for the tasks it already ran: `step` resumes each from its last
+//! reported state, so a running container is adopted (waited on), not restarted. An ended task's
+//! container is kept as history until the managers delete the task (5 per slot, as Swarm).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use shoal_registry::Error;
 use shoal_registry::assignments::{Assignment, Assignments};
-use shoal_registry::services::{TaskState, TaskStatus, rfc3339};
+use shoal_registry::services::{TaskState, TaskStatus};
 use tokio::sync::{mpsc, watch};
 
-use crate::exec::{ExecError, Executor};
+use crate::exec::{ExecError, Executor, Step, status, step};
 
 /// The node's link to the managers (local on a manager, the cluster RPC on a worker).
 #[async_trait]
@@ -28,83 +32,55 @@ pub trait Dispatcher: Send + Sync {
     async fn report(&self, updates: Vec<(String, TaskStatus)>) -> Result<(), Error>;
 }
 
-fn status(state: TaskState, message: &str) -> TaskStatus {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    TaskStatus {
-        state,
-        timestamp: rfc3339(now),
-        message: message.into(),
-        err: None,
-        container_id: None,
-        exit_code: None,
-    }
-}
-
 type Reports = mpsc::UnboundedSender<(String, TaskStatus)>;
 
-/// Drives one task to its end (or until it is told to stop).
+/// Drives one task until it ends, one `step` at a time; a change of its desired state interrupts
+/// the step under way (a pull, a start, a wait) and the next step acts on it.
 async fn drive(a: Assignment, executor: Arc<dyn Executor>, reports: Reports, mut desired: watch::Receiver<TaskState>) {
     let id = a.task.id.clone();
-    let send = |s: TaskStatus| {
-        let _ = reports.send((id.clone(), s));
-    };
-    let fail = |state: TaskState, e: ExecError| {
-        let mut s = status(state, &e.to_string());
-        s.err = Some(e.to_string());
-        s
-    };
     let mut c = match executor.controller(&a) {
         Ok(c) => c,
-        Err(e) => return send(fail(TaskState::Rejected, e)),
+        Err(e) => {
+            let mut s = status(TaskState::Rejected, &e.to_string());
+            s.err = Some(e.to_string());
+            let _ = reports.send((id, s));
+            return;
+        }
     };
-    send(status(TaskState::Preparing, "preparing"));
-    if let Err(e) = c.prepare().await {
-        return send(fail(
-            if matches!(e, ExecError::Rejected(_)) { TaskState::Rejected } else { TaskState::Failed },
-            e,
-        ));
-    }
-    if *desired.borrow() > TaskState::Running {
-        return send(status(TaskState::Shutdown, "shutdown before start"));
-    }
-    send(status(TaskState::Starting, "starting"));
-    if let Err(e) = c.start().await {
-        let _ = c.remove().await;
-        return send(fail(
-            if matches!(e, ExecError::Rejected(_)) { TaskState::Rejected } else { TaskState::Failed },
-            e,
-        ));
-    }
-    let mut running = status(TaskState::Running, "started");
-    running.container_id = c.container_id();
-    send(running);
-    tokio::select! {
-        exit = c.wait() => {
-            let mut s = match exit {
-                Ok(e) if e.code == 0 => status(TaskState::Complete, "finished"),
-                Ok(e) => {
-                    let mut s = status(TaskState::Failed, &format!("task: non-zero exit ({})", e.code));
-                    s.err = Some(format!("task: non-zero exit ({})", e.code));
-                    s.exit_code = Some(e.code);
-                    s
+    let mut state = a.task.status.state;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let want = *desired.borrow_and_update();
+        let outcome = tokio::select! {
+            s = step(state, want, c.as_mut()) => s,
+            changed = desired.changed(), if want <= TaskState::Running => {
+                if changed.is_err() {
+                    return; // The runner forgot this task.
                 }
-                Err(e) => fail(TaskState::Failed, e),
-            };
-            s.container_id = c.container_id();
-            send(s);
-        }
-        _ = async { drop(desired.wait_for(|d| *d > TaskState::Running).await) } => {
-            if let Err(e) = c.shutdown().await {
-                tracing::warn!(task_id = %id, error = %e, "graceful stop failed; killing");
-                let _ = c.terminate().await;
+                continue;
             }
-            let mut s = status(TaskState::Shutdown, "shutdown");
-            s.container_id = c.container_id();
-            send(s);
+        };
+        match outcome {
+            Step::Status(s) => {
+                backoff = Duration::from_millis(100);
+                state = s.state;
+                let _ = reports.send((id.clone(), s));
+            }
+            Step::Retry(why) => {
+                tracing::warn!(task_id = %id, error = %why, retry_in = ?backoff, "container runtime unavailable; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Step::Done => break,
+        }
+        if state.is_terminal() {
+            break;
         }
     }
+    // The container stays as history, unless the task itself is to go.
+    let _ = desired.wait_for(|d| *d >= TaskState::Remove).await;
     if let Err(e) = c.remove().await {
-        tracing::warn!(task_id = %id, error = %e, "cannot remove the container");
+        tracing::warn!(task_id = %id, error = %e, "cannot remove the task's container");
     }
 }
 
@@ -127,14 +103,40 @@ async fn reporter(dispatcher: Arc<dyn Dispatcher>, mut rx: mpsc::UnboundedReceiv
     }
 }
 
+/// Removes the containers of this node that no task explains (their task was deleted, or they
+/// were left by an agent that died); `known` are the tasks the runner knows now.
+async fn reconcile(executor: &Arc<dyn Executor>, known: &HashSet<String>) -> Result<usize, ExecError> {
+    let mut removed = 0;
+    for o in executor.owned().await? {
+        if known.contains(&o.task_id) {
+            continue;
+        }
+        tracing::info!(task_id = %o.task_id, container_id = %o.container_id, "removing a container no task explains");
+        let executor = executor.clone();
+        tokio::spawn(async move {
+            if let Err(e) = executor.remove_owned(&o.container_id).await {
+                tracing::warn!(container_id = %o.container_id, error = %e, "cannot remove the container");
+            }
+        });
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+/// How often the runner compares the node's containers with its tasks when nothing else asks it to.
+const RECONCILE_EVERY: Duration = Duration::from_secs(30);
+
 /// Runs this node's tasks until the process ends.
 pub async fn run(dispatcher: Arc<dyn Dispatcher>, executor: Arc<dyn Executor>) {
+    // Aborting the runner (a promotion or demotion restarts it) ends its drivers and reporter too.
+    let mut tasks = tokio::task::JoinSet::new();
     let (reports, rx) = mpsc::unbounded_channel();
-    tokio::spawn(reporter(dispatcher.clone(), rx));
-    let mut drivers: HashMap<String, (watch::Sender<TaskState>, tokio::task::JoinHandle<()>)> = HashMap::new();
+    tasks.spawn(reporter(dispatcher.clone(), rx));
+    let mut drivers: HashMap<String, watch::Sender<TaskState>> = HashMap::new();
     let mut index = 0;
+    let mut last_reconcile: Option<Instant> = None;
     loop {
-        let assignments = match dispatcher.assignments(index, Duration::from_secs(30)).await {
+        let assignments = match dispatcher.assignments(index, Duration::from_secs(10)).await {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read this node's assignments; retrying");
@@ -143,43 +145,31 @@ pub async fn run(dispatcher: Arc<dyn Dispatcher>, executor: Arc<dyn Executor>) {
             }
         };
         index = assignments.index;
-        let mut seen = std::collections::HashSet::new();
+        while tasks.try_join_next().is_some() {}
+        let mut seen = HashSet::new();
         for a in assignments.tasks {
             let id = a.task.id.clone();
             seen.insert(id.clone());
-            if let Some((tx, handle)) = drivers.get(&id) {
-                if !handle.is_finished() {
-                    tx.send_replace(a.task.desired);
-                }
+            if let Some(tx) = drivers.get(&id) {
+                tx.send_if_modified(|d| std::mem::replace(d, a.task.desired) != a.task.desired);
                 continue;
             }
-            let state = a.task.status.state;
-            if state.is_terminal() {
-                continue;
-            }
-            if a.task.desired > TaskState::Running {
-                // Told to stop before this agent ever ran it.
-                let _ = reports.send((id, status(TaskState::Shutdown, "shutdown")));
-                continue;
-            }
-            if state > TaskState::Assigned {
-                // Started by an earlier run of this agent: its container is not known here.
-                let mut s = status(TaskState::Failed, "the agent restarted and does not know this task's container");
-                s.err = Some(s.message.clone());
-                let _ = reports.send((id, s));
-                continue;
+            if a.task.status.state.is_terminal() && a.task.desired < TaskState::Remove {
+                continue; // History: its container (if any) stays until the task is deleted.
             }
             let (tx, desired) = watch::channel(a.task.desired);
-            let handle = tokio::spawn(drive(a, executor.clone(), reports.clone(), desired));
-            drivers.insert(id, (tx, handle));
+            tasks.spawn(drive(a, executor.clone(), reports.clone(), desired));
+            drivers.insert(id, tx);
         }
-        // Deleted tasks: nothing to report any more.
-        drivers.retain(|id, (_, handle)| {
-            let keep = seen.contains(id) || !handle.is_finished();
-            if !seen.contains(id) {
-                handle.abort();
+        // Deleted tasks: their drivers end (dropping the sender), their containers go below.
+        let before = drivers.len();
+        drivers.retain(|id, _| seen.contains(id));
+        let deleted = drivers.len() < before;
+        if deleted || last_reconcile.is_none_or(|t| t.elapsed() > RECONCILE_EVERY) {
+            match reconcile(&executor, &seen).await {
+                Ok(_) => last_reconcile = Some(Instant::now()),
+                Err(e) => tracing::warn!(error = %e, "cannot list this node's containers"),
             }
-            keep && seen.contains(id)
-        });
+        }
     }
 }

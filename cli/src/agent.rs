@@ -93,9 +93,9 @@ pub struct NetArgs {
     /// UNSAFE, for tests only: never fsync the Raft log (acknowledged writes are lost on a crash).
     #[arg(long, hide = true)]
     pub unsafe_no_fsync: bool,
-    /// Container runtime for this node's tasks: `none`, or `fake` (test-only: containers run in
-    /// memory, images named `fail…` exit with code 1). Docker comes with the agent.
-    #[arg(long, value_enum, default_value_t = crate::runtime::RuntimeKind::None)]
+    /// Container runtime for this node's tasks: `docker` (the local engine), `none` (run nothing),
+    /// or `fake` (test-only: containers run in memory, images named `fail…` exit with code 1).
+    #[arg(long, value_enum, default_value_t = crate::runtime::RuntimeKind::Docker)]
     pub runtime: crate::runtime::RuntimeKind,
 }
 
@@ -293,7 +293,8 @@ async fn run(
         m.set_heard(std::sync::Arc::new(crate::gossip::GossipHeard(gossip.clone())));
         tokio::spawn(shoal_scheduler::leader::run(m.clone()));
     }
-    let mut runner = crate::runtime::start(runtime, &node);
+    let executor = crate::runtime::executor(runtime, &node, gossip_config.bind_ip).await?;
+    let mut runner = crate::runtime::start(&executor, &node);
     // Off loopback the Docker API speaks TLS, on Docker's TLS port unless one was chosen.
     let docker_port = if !http_ip.is_loopback() && docker_port == 2375 { 2376 } else { docker_port };
     let docker_addr = SocketAddr::new(http_ip, docker_port);
@@ -398,7 +399,7 @@ async fn run(
                 node = RunningNode::Manager(manager);
                 docker_api = start_docker_api(&node);
                 if let Some(r) = runner.take() { r.abort(); }
-                runner = crate::runtime::start(runtime, &node);
+                runner = crate::runtime::start(&executor, &node);
                 let rebound = tokio::net::TcpListener::bind(http_addr)
                     .await
                     .with_context(|| format!("cannot listen on {http_addr} for the HTTP API after the promotion"))?;
@@ -418,7 +419,7 @@ async fn run(
                 node = RunningNode::Worker(worker);
                 if let Some(d) = docker_api.take() { d.abort(); }
                 if let Some(r) = runner.take() { r.abort(); }
-                runner = crate::runtime::start(runtime, &node);
+                runner = crate::runtime::start(&executor, &node);
                 let rebound = tokio::net::TcpListener::bind(http_addr)
                     .await
                     .with_context(|| format!("cannot listen on {http_addr} for the HTTP API after the demotion"))?;

@@ -1,12 +1,14 @@
 //! Wires the agent's task runner to the node: a manager reads its assignments from its own state,
-//! a worker over the cluster RPC. `--runtime fake` runs tasks in memory (a documented test-only
-//! runtime, as Nomad's mock driver); the Docker runtime comes with the agent issue.
+//! a worker over the cluster RPC. `--runtime docker` (the default) runs tasks as containers on the
+//! local engine; `fake` runs them in memory (a documented test-only runtime, as Nomad's mock
+//! driver); `none` runs nothing.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use shoal_agent::{Dispatcher, Executor, FakeExecutor};
+use shoal_agent::{Dispatcher, DockerExecutor, Executor, FakeExecutor, NodeIdentity};
 use shoal_registry::assignments::Assignments;
 use shoal_registry::node::RunningNode;
 use shoal_registry::services::TaskStatus;
@@ -15,8 +17,10 @@ use shoal_registry::{Error, Manager};
 /// Which container runtime runs this node's tasks.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum RuntimeKind {
-    /// Run no tasks (they stay assigned).
+    /// Containers on the local Docker engine (`DOCKER_HOST` or /var/run/docker.sock).
     #[default]
+    Docker,
+    /// Run no tasks (they stay assigned).
     None,
     /// Test-only: containers "run" in memory; images named `fail…` exit with 1.
     Fake,
@@ -48,12 +52,39 @@ impl Dispatcher for RemoteDispatcher {
     }
 }
 
-/// Starts the task runner for `node`, if a runtime was chosen.
-pub fn start(kind: RuntimeKind, node: &RunningNode) -> Option<tokio::task::JoinHandle<()>> {
-    let executor: Arc<dyn Executor> = match kind {
-        RuntimeKind::None => return None,
-        RuntimeKind::Fake => Arc::new(FakeExecutor::default()),
-    };
+/// The runtime for this node, or `None` for `--runtime none`. Docker must answer now: a node that
+/// is meant to run containers and cannot is a mistake to report at start, not later.
+pub async fn executor(
+    kind: RuntimeKind,
+    node: &RunningNode,
+    bind_ip: IpAddr,
+) -> anyhow::Result<Option<Arc<dyn Executor>>> {
+    Ok(match kind {
+        RuntimeKind::None => None,
+        RuntimeKind::Fake => Some(Arc::new(FakeExecutor::default())),
+        RuntimeKind::Docker => {
+            let (id, name) = match node {
+                RunningNode::Manager(m) => (m.id, m.node.name.clone()),
+                RunningNode::Worker(w) => (w.id, w.identity.name.clone()),
+            };
+            let identity = NodeIdentity {
+                id: format!("{id:016x}"),
+                name,
+                publish_ip: (!bind_ip.is_unspecified()).then_some(bind_ip),
+            };
+            let docker = DockerExecutor::connect(identity).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "--runtime docker: {e}; start Docker (or set DOCKER_HOST), or run this node with --runtime none"
+                )
+            })?;
+            Some(Arc::new(docker))
+        }
+    })
+}
+
+/// Starts the task runner for `node` with `executor`.
+pub fn start(executor: &Option<Arc<dyn Executor>>, node: &RunningNode) -> Option<tokio::task::JoinHandle<()>> {
+    let executor = executor.clone()?;
     let dispatcher: Arc<dyn Dispatcher> = match node {
         RunningNode::Manager(m) => Arc::new(LocalDispatcher(m.clone())),
         RunningNode::Worker(w) => Arc::new(RemoteDispatcher(w.clone())),

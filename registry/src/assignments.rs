@@ -23,8 +23,12 @@ pub struct Assignment {
     pub task: TaskRecord,
     /// Its service's name (for container names and labels).
     pub service_name: String,
-    /// The task spec (Docker's `TaskTemplate` JSON) of the task's spec version.
+    /// The task spec (Docker's `TaskTemplate` JSON) of the task's spec version; empty once the
+    /// service is removed.
     pub task_spec: String,
+    /// The service's `EndpointSpec` JSON (published ports) at that version; empty if none.
+    #[serde(default)]
+    pub endpoint_spec: String,
 }
 
 /// A blocking request for a node's assignments.
@@ -64,15 +68,17 @@ impl Manager {
                         .map(|t| {
                             index = index.max(t.modify_index);
                             let service = s.services.services.get(&t.service_id);
-                            let task_spec = service
+                            let spec = service
                                 .and_then(|svc| svc.spec_history.get(&t.spec_version))
-                                .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
-                                .map(|v| v["TaskTemplate"].to_string())
-                                .unwrap_or_default();
+                                .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok());
+                            let part = |key: &str| {
+                                spec.as_ref().map(|v| &v[key]).filter(|v| !v.is_null()).map(|v| v.to_string())
+                            };
                             Assignment {
                                 task: t.clone(),
                                 service_name: service.map(|svc| svc.name.clone()).unwrap_or_default(),
-                                task_spec,
+                                task_spec: part("TaskTemplate").unwrap_or_default(),
+                                endpoint_spec: part("EndpointSpec").unwrap_or_default(),
                             }
                         })
                         .collect();

@@ -48,7 +48,8 @@ where
 /// Options for a test cluster.
 #[derive(Clone, Debug, Default)]
 pub struct ClusterOptions {
-    /// Extra flags for every `shoal agent` (e.g. `--snapshot-threshold 100`).
+    /// Extra flags for every `shoal agent` (e.g. `--snapshot-threshold 100`). Without a
+    /// `--runtime`, nodes run with `--runtime none`.
     pub agent_args: Vec<String>,
 }
 
@@ -157,6 +158,12 @@ impl Cluster {
             .arg(node.ip.to_string())
             .args(extra)
             .args(&self.options.agent_args)
+            // Tests that do not choose a runtime keep their tasks assigned (no containers).
+            .args(if self.options.agent_args.iter().chain(extra).any(|a| a == "--runtime") {
+                &[][..]
+            } else {
+                &["--runtime", "none"][..]
+            })
             .env("SHOAL_LOG", "info,openraft=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
