@@ -306,12 +306,29 @@ impl Executor for DockerExecutor {
     }
 
     async fn remove_owned(&self, container_id: &str) -> Result<(), ExecError> {
+        let c = match self.0.quick.inspect_container(container_id, None).await {
+            Ok(c) => c,
+            Err(e) if not_found(&e) => return Ok(()),
+            Err(e) => return Err(temporary(e)),
+        };
+        let service_id = c.config.and_then(|c| c.labels).and_then(|l| l.get(labels::SERVICE_ID).cloned());
+        let networks: Vec<String> = c
+            .network_settings
+            .and_then(|n| n.networks)
+            .map(|n| n.into_keys().filter(|k| k.starts_with("shoal-")).collect())
+            .unwrap_or_default();
         let stop = StopContainerOptionsBuilder::default().t(10).build();
         match self.0.long.stop_container(container_id, Some(stop)).await {
             Err(e) if not_found(&e) => return Ok(()),
             _ => {}
         }
-        remove(&self.0, container_id).await
+        remove(&self.0, container_id).await?;
+        if let Some(service_id) = service_id {
+            for network in networks {
+                release_network(&self.0, &network, &service_id).await;
+            }
+        }
+        Ok(())
     }
 
     async fn logs(&self, task_id: &str, follow: bool, tail: Option<u64>) -> Result<LogStream, ExecError> {
@@ -332,6 +349,23 @@ async fn find(x: &Inner, task_id: &str) -> Result<Option<(String, bool)>, ExecEr
         .build();
     let list = x.quick.list_containers(Some(opts)).await.map_err(temporary)?;
     Ok(list.into_iter().find_map(|c| Some((c.id?, c.state == Some(ContainerSummaryStateEnum::RUNNING)))))
+}
+
+/// Removes this node's network for a service once no container of it is left here.
+async fn release_network(x: &Inner, network: &str, service_id: &str) {
+    let mut known = x.networks.write().await;
+    let node = format!("{}={}", labels::NODE_ID, x.node.id);
+    let service = format!("{}={service_id}", labels::SERVICE_ID);
+    let opts = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&HashMap::from([("label", vec![node.as_str(), service.as_str()])]))
+        .build();
+    if let Ok(list) = x.quick.list_containers(Some(opts)).await
+        && list.is_empty()
+        && x.quick.remove_network(network).await.is_ok()
+    {
+        known.remove(network);
+    }
 }
 
 async fn remove(x: &Inner, id: &str) -> Result<(), ExecError> {
@@ -459,23 +493,6 @@ impl DockerController {
             known.insert(plan.network.clone());
         }
         Ok(known.downgrade())
-    }
-
-    /// Removes this node's network for the service once no container of it is left here.
-    async fn release_network(&self, plan: &Plan, service_id: &str) {
-        let mut known = self.x.networks.write().await;
-        let node = format!("{}={}", labels::NODE_ID, self.x.node.id);
-        let service = format!("{}={service_id}", labels::SERVICE_ID);
-        let opts = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&HashMap::from([("label", vec![node.as_str(), service.as_str()])]))
-            .build();
-        if let Ok(list) = self.x.quick.list_containers(Some(opts)).await
-            && list.is_empty()
-            && self.x.quick.remove_network(&plan.network).await.is_ok()
-        {
-            known.remove(&plan.network);
-        }
     }
 
     /// Waits until the container is healthy (it has a health check) or no longer starting.
@@ -653,7 +670,7 @@ impl Controller for DockerController {
         let Some(id) = self.container().await? else { return Ok(()) };
         remove(&self.x, &id).await?;
         if let Some(plan) = &self.plan {
-            self.release_network(plan, &plan.service_id).await;
+            release_network(&self.x, &plan.network, &plan.service_id).await;
         }
         Ok(())
     }
