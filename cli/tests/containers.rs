@@ -1,0 +1,302 @@
+//! Real containers: three Shoal nodes on loopback share this machine's Docker engine
+//! (`--runtime docker`), the real `docker` CLI drives them through Shoal's Docker API, and the
+//! engine itself (`docker ps`, `docker inspect`, `docker kill`) is the witness. The workload is
+//! the `shoal:local` image (`compose/build-image.sh`) running `shoal whoami`.
+//!
+//! Each test removes every container and network its nodes made, also when it fails.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use shoal_testkit::{Cluster, ClusterOptions, wait_for};
+
+/// Runs the docker CLI against `host` (Shoal's Docker API) or, with `None`, the local engine;
+/// bounded to 60 s so a command that hangs fails the test.
+fn docker(host: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["60", "docker"]).env_remove("DOCKER_CONTEXT").env_remove("DOCKER_TLS_VERIFY").args(args);
+    match host {
+        Some(h) => cmd.env("DOCKER_HOST", format!("tcp://{h}")),
+        None => cmd.env_remove("DOCKER_HOST"),
+    };
+    cmd.output().expect("the docker CLI (see scripts/install-test-deps.sh)")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn ok(host: Option<&str>, args: &[&str]) -> String {
+    let o = docker(host, args);
+    assert!(o.status.success(), "docker {}: {}", args.join(" "), text(&o));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// A container of the service as the engine sees it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Container {
+    id: String,
+    node: String,
+    task: String,
+    slot: String,
+    running: bool,
+}
+
+/// The engine's containers of `service_id`, in any state.
+fn containers(service_id: &str) -> Vec<Container> {
+    let format = r#"{{.ID}} {{.Label "shoal.node.id"}} {{.Label "shoal.task.id"}} {{.Label "shoal.task.slot"}} {{.State}}"#;
+    let filter = format!("label=shoal.service.id={service_id}");
+    ok(None, &["ps", "-a", "--no-trunc", "--filter", &filter, "--format", format])
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 5).then(|| Container {
+                id: f[0].into(),
+                node: f[1].into(),
+                task: f[2].into(),
+                slot: f[3].into(),
+                running: f[4] == "running",
+            })
+        })
+        .collect()
+}
+
+fn running(service_id: &str) -> Vec<Container> {
+    containers(service_id).into_iter().filter(|c| c.running).collect()
+}
+
+/// Removes everything the cluster's nodes made on the engine when the test ends, however it ends.
+struct EngineCleanup(Vec<String>);
+
+impl Drop for EngineCleanup {
+    fn drop(&mut self) {
+        for node in &self.0 {
+            let filter = format!("label=shoal.node.id={node}");
+            let ids = ok(None, &["ps", "-aq", "--filter", &filter]);
+            if !ids.is_empty() {
+                let mut args = vec!["rm", "-f"];
+                args.extend(ids.lines());
+                docker(None, &args);
+            }
+            let nets = ok(None, &["network", "ls", "-q", "--filter", &filter]);
+            if !nets.is_empty() {
+                let mut args = vec!["network", "rm"];
+                args.extend(nets.lines());
+                docker(None, &args);
+            }
+        }
+    }
+}
+
+/// Three nodes running containers; the cleanup holds node `i`'s ID at index `i`.
+async fn cluster() -> (Cluster, String, EngineCleanup) {
+    let opts = ClusterOptions { agent_args: vec!["--runtime".into(), "docker".into()] };
+    let c = Cluster::start(3, opts).await;
+    let host = format!("{}:2375", c.nodes[0].ip);
+    let nodes = wait_for("3 ready nodes", Duration::from_secs(30), || {
+        let o = docker(Some(&host), &["node", "ls", "--format", "{{.Hostname}} {{.ID}} {{.Status}}"]);
+        let s = String::from_utf8_lossy(&o.stdout).to_string();
+        let mut ids: Vec<(String, String)> = s
+            .lines()
+            .filter(|l| l.ends_with("Ready"))
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f[0].to_string(), f[1].to_string())
+            })
+            .collect();
+        ids.sort();
+        async move { (ids.len() == 3).then(|| ids.into_iter().map(|(_, id)| id).collect::<Vec<_>>()) }
+    })
+    .await;
+    (c, host, EngineCleanup(nodes))
+}
+
+fn unique(name: &str) -> String {
+    format!("{name}{}", std::process::id() % 100_000)
+}
+
+/// Waits until the service has `n` running containers and returns them.
+async fn until_running(service_id: &str, n: usize, within: Duration) -> Vec<Container> {
+    wait_for(&format!("{n} running containers"), within, || {
+        let r = running(service_id);
+        async move { (r.len() == n).then_some(r) }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_runs_as_real_containers_through_its_whole_life() {
+    let (mut c, host, cleanup) = cluster().await;
+    let h = Some(host.as_str());
+    let name = unique("web");
+
+    // Create: 5 containers, spread over the 3 nodes, each labelled.
+    let started = Instant::now();
+    let id = ok(
+        h,
+        &["service", "create", "--detach", "--replicas", "5", "--name", &name, "--restart-delay", "1s", "shoal:local", "whoami", "--port", "8080"],
+    );
+    let five = until_running(&id, 5, Duration::from_secs(60)).await;
+    println!("5 replicas running after {:.2?}", started.elapsed());
+    let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
+    for k in &five {
+        *per_node.entry(k.node.as_str()).or_default() += 1;
+    }
+    assert_eq!(per_node.len(), 3, "spread over the 3 nodes: {per_node:?}");
+    assert!(per_node.values().all(|n| (1..=2).contains(n)), "{per_node:?}");
+    assert!(per_node.keys().all(|n| cleanup.0.iter().any(|id| id == n)), "labelled with the cluster's node IDs");
+    let slots: BTreeSet<&str> = five.iter().map(|k| k.slot.as_str()).collect();
+    assert_eq!(slots, BTreeSet::from(["1", "2", "3", "4", "5"]));
+    let ps = ok(None, &["ps", "--filter", &format!("label=shoal.service.name={name}"), "--format", "{{.Names}}"]);
+    println!("$ docker ps (names)\n{ps}");
+    assert_eq!(ps.lines().count(), 5);
+    assert!(ps.lines().all(|l| l.starts_with(&format!("{name}."))), "Swarm-style names: {ps}");
+
+    // The workload answers with its task and node (whoami), on the service's own network.
+    let ip = ok(None, &["inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", &five[0].id]);
+    let body = wait_for("whoami to answer", Duration::from_secs(10), || {
+        let url = format!("http://{ip}:8080/");
+        async move { reqwest::get(url).await.ok()?.text().await.ok() }
+    })
+    .await;
+    assert!(body.contains(&format!("Service: {name}")) && body.contains(&five[0].task), "{body}");
+
+    // Scale to 10.
+    ok(h, &["service", "scale", "--detach", &format!("{name}=10")]);
+    let ten = until_running(&id, 10, Duration::from_secs(60)).await;
+
+    // docker kill: the task fails with 137 and a new container replaces it.
+    let victim = ten[0].clone();
+    ok(None, &["kill", &victim.id]);
+    let ps = wait_for("the killed task to show as failed", Duration::from_secs(20), || {
+        let o = docker(h, &["service", "ps", "--no-trunc", "--format", "{{.ID}} {{.CurrentState}} {{.Error}}", &name]);
+        let s = String::from_utf8_lossy(&o.stdout).to_string();
+        let task = victim.task.clone();
+        async move { s.lines().any(|l| l.starts_with(&task) && l.contains("Failed") && l.contains("(137)")).then_some(s) }
+    })
+    .await;
+    println!("$ docker service ps (after docker kill)\n{ps}");
+    let after_kill = until_running(&id, 10, Duration::from_secs(30)).await;
+    assert!(after_kill.iter().all(|k| k.id != victim.id), "replaced by a new container");
+    assert!(after_kill.iter().any(|k| k.slot == victim.slot), "in the same slot");
+
+    // Restart an agent: its containers are adopted, not restarted (same IDs, same start time).
+    let started_at = |ids: &[String]| -> Vec<String> {
+        let mut args = vec!["inspect", "--format", "{{.Id}} {{.State.StartedAt}}"];
+        args.extend(ids.iter().map(String::as_str));
+        ok(None, &args).lines().map(str::to_string).collect()
+    };
+    let idx = 1;
+    let node_of_idx = cleanup.0[idx].clone();
+    let mine: Vec<String> = after_kill.iter().filter(|k| k.node == node_of_idx).map(|k| k.id.clone()).collect();
+    assert!(!mine.is_empty(), "node {idx} runs some of the service");
+    let before = started_at(&mine);
+    c.kill(idx);
+    c.restart(idx);
+    wait_for("the restarted node to serve again", Duration::from_secs(30), || {
+        let o = docker(Some(&format!("{}:2375", c.nodes[idx].ip)), &["node", "ls"]);
+        async move { o.status.success().then_some(()) }
+    })
+    .await;
+    // Give the restarted agent time to act on its tasks (it would restart or replace them now).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(started_at(&mine), before, "the same containers, never restarted");
+    assert_eq!(running(&id).len(), 10);
+
+    // Stop a node's process for good: its tasks are replaced on the others.
+    let gone = 2;
+    let gone_id = cleanup.0[gone].clone();
+    let stopped = Instant::now();
+    c.kill(gone);
+    let survivors = wait_for("10 running on the 2 nodes left", Duration::from_secs(30), || {
+        let r = running(&id);
+        let g = gone_id.clone();
+        async move { (r.iter().filter(|k| k.node != g).count() == 10).then_some(r) }
+    })
+    .await;
+    println!("a dead node's tasks replaced on the others {:.2?} after SIGKILL (down window 5 s)", stopped.elapsed());
+    assert!(stopped.elapsed() < Duration::from_secs(20), "replaced within the down window and then some");
+    drop(survivors);
+    // The dead node's containers run on without their agent (as a Swarm worker's would); bring the
+    // node back and its agent stops them, as their tasks were replaced.
+    c.restart(gone);
+    wait_for("the returning node to stop its replaced containers", Duration::from_secs(60), || {
+        let r = running(&id);
+        let g = gone_id.clone();
+        async move { (r.iter().all(|k| k.node != g) && r.len() == 10).then_some(()) }
+    })
+    .await;
+
+    // A rolling update to a new env replaces containers slot by slot (parallelism 1).
+    let before: BTreeSet<String> = running(&id).into_iter().map(|k| k.id).collect();
+    ok(h, &["service", "update", "--detach", "--env-add", "ROLLED=1", "--update-parallelism", "1", "--update-delay", "0s", &name]);
+    let mut fewest = usize::MAX;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let r = running(&id);
+        fewest = fewest.min(r.len());
+        let fresh = r.iter().filter(|k| !before.contains(&k.id)).count();
+        if fresh == 10 && r.len() == 10 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the update did not finish: {fresh} of 10 new");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(fewest >= 9, "one slot at a time: at least 9 of 10 ran throughout (fewest {fewest})");
+    let env = ok(None, &["inspect", "--format", "{{json .Config.Env}}", &running(&id)[0].id]);
+    assert!(env.contains("ROLLED=1"), "{env}");
+
+    // Remove: every container gone within 10 s.
+    let removing = Instant::now();
+    ok(h, &["service", "rm", &name]);
+    wait_for("no container left", Duration::from_secs(20), || {
+        let left = containers(&id).len();
+        async move { (left == 0).then_some(()) }
+    })
+    .await;
+    println!("service rm: all containers gone after {:.2?}", removing.elapsed());
+    assert!(removing.elapsed() < Duration::from_secs(10));
+    drop(cleanup);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_image_and_a_taken_port_fail_with_clear_messages() {
+    let (c, host, _cleanup) = cluster().await;
+    let h = Some(host.as_str());
+
+    // An image that is not here (and no registry to pull it from): rejected, and the service says so.
+    let name = unique("ghost");
+    ok(h, &["service", "create", "--detach", "--name", &name, "shoal-no-such-image:1"]);
+    let ps = wait_for("the task to be rejected", Duration::from_secs(30), || {
+        let o = docker(h, &["service", "ps", "--no-trunc", "--format", "{{.CurrentState}} {{.Error}}", &name]);
+        let s = String::from_utf8_lossy(&o.stdout).to_string();
+        async move { s.contains("image not found locally: shoal-no-such-image:1").then_some(s) }
+    })
+    .await;
+    println!("$ docker service ps {name}\n{ps}");
+    assert!(ps.lines().next().unwrap().starts_with("Rejected"), "{ps}");
+    ok(h, &["service", "rm", &name]);
+
+    // A host port that something else holds on every node: the task fails and says which port.
+    let holders: Vec<std::net::TcpListener> =
+        c.nodes.iter().map(|n| std::net::TcpListener::bind((n.ip, 0)).expect("a free port")).collect();
+    let port = holders[0].local_addr().unwrap().port();
+    let others: Vec<std::net::TcpListener> = c.nodes[1..]
+        .iter()
+        .filter_map(|n| std::net::TcpListener::bind((n.ip, port)).ok())
+        .collect();
+    let name = unique("clash");
+    let publish = format!("mode=host,published={port},target=8080");
+    ok(h, &["service", "create", "--detach", "--name", &name, "--publish", &publish, "shoal:local", "whoami", "--port", "8080"]);
+    let ps = wait_for("the task to fail on the taken port", Duration::from_secs(30), || {
+        let o = docker(h, &["service", "ps", "--no-trunc", "--format", "{{.CurrentState}} {{.Error}}", &name]);
+        let s = String::from_utf8_lossy(&o.stdout).to_string();
+        async move { s.contains("host port already in use").then_some(s) }
+    })
+    .await;
+    println!("$ docker service ps {name}\n{ps}");
+    assert!(ps.contains(&port.to_string()), "the message names the port: {ps}");
+    ok(h, &["service", "rm", &name]);
+    drop((holders, others));
+}
