@@ -294,6 +294,11 @@ async fn run(
         tokio::spawn(shoal_scheduler::leader::run(m.clone()));
     }
     let executor = crate::runtime::executor(runtime, &node, gossip_config.bind_ip).await?;
+    let set_token = |node: &RunningNode| match node {
+        RunningNode::Manager(m) => m.log_source.set_token(http_token.clone()),
+        RunningNode::Worker(w) => w.log_source.set_token(http_token.clone()),
+    };
+    set_token(&node);
     let mut runner = crate::runtime::start(&executor, &node);
     // Off loopback the Docker API speaks TLS, on Docker's TLS port unless one was chosen.
     let docker_port = if !http_ip.is_loopback() && docker_port == 2375 { 2376 } else { docker_port };
@@ -397,6 +402,7 @@ async fn run(
                 tokio::spawn(shoal_scheduler::leader::run(manager.clone()));
                 gossip.set(shoal_gossip::keys::ROLE, "manager").await;
                 node = RunningNode::Manager(manager);
+                set_token(&node);
                 docker_api = start_docker_api(&node);
                 if let Some(r) = runner.take() { r.abort(); }
                 runner = crate::runtime::start(&executor, &node);
@@ -417,6 +423,7 @@ async fn run(
                     .map_err(anyhow::Error::new)?;
                 gossip.set(shoal_gossip::keys::ROLE, "worker").await;
                 node = RunningNode::Worker(worker);
+                set_token(&node);
                 if let Some(d) = docker_api.take() { d.abort(); }
                 if let Some(r) = runner.take() { r.abort(); }
                 runner = crate::runtime::start(&executor, &node);

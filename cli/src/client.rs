@@ -36,7 +36,19 @@ impl ApiClient {
     /// `client.pem` and `client.key`, as `shoal cert client --out` writes it), it speaks HTTPS and
     /// presents that client certificate, for an API served with `--http-tls`.
     pub fn new(addr: &str) -> Result<Self> {
-        let mut builder = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(15));
+        Self::build(addr, Some(Duration::from_secs(15)))
+    }
+
+    /// A client whose answers may stream for as long as they last (`service logs --follow`).
+    pub fn streaming(addr: &str) -> Result<Self> {
+        Self::build(addr, None)
+    }
+
+    fn build(addr: &str, timeout: Option<Duration>) -> Result<Self> {
+        let mut builder = reqwest::Client::builder().no_proxy().connect_timeout(Duration::from_secs(5));
+        if let Some(t) = timeout {
+            builder = builder.timeout(t);
+        }
         let tls_dir = std::env::var_os("SHOAL_TLS_DIR").filter(|d| !d.is_empty());
         if let Some(dir) = &tls_dir {
             builder = builder.tls_backend_preconfigured(client_tls(std::path::Path::new(dir))?);
@@ -49,6 +61,30 @@ impl ApiClient {
 
     /// Sends a request; `Ok(None)` on 404, `Err` on any other failure.
     pub async fn send(&self, method: Method, path_and_query: &str, body: Option<Vec<u8>>) -> Result<Option<Vec<u8>>> {
+        let resp = self.request(method, path_and_query, body).await?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.context("reading the answer")?.to_vec();
+        if status == StatusCode::NOT_FOUND && bytes.is_empty() {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            bail!(api_error(status, &bytes));
+        }
+        Ok(Some(bytes))
+    }
+
+    /// A GET whose answer is read as it comes; `Err` on a non-2xx answer.
+    pub async fn stream(&self, path_and_query: &str) -> Result<reqwest::Response> {
+        let resp = self.request(Method::GET, path_and_query, None).await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let bytes = resp.bytes().await.context("reading the answer")?.to_vec();
+            bail!(api_error(status, &bytes));
+        }
+        Ok(resp)
+    }
+
+    async fn request(&self, method: Method, path_and_query: &str, body: Option<Vec<u8>>) -> Result<reqwest::Response> {
         let mut req = self.http.request(method, format!("{}{}", self.base, path_and_query));
         if let Ok(token) = std::env::var("SHOAL_HTTP_TOKEN")
             && !token.is_empty()
@@ -58,7 +94,7 @@ impl ApiClient {
         if let Some(b) = body {
             req = req.body(b);
         }
-        let resp = req.send().await.map_err(|e| {
+        req.send().await.map_err(|e| {
             if e.is_connect() {
                 anyhow!(
                     "cannot reach the Shoal API at {}: is `shoal agent` running there? (set --http-addr or SHOAL_HTTP_ADDR)",
@@ -69,21 +105,7 @@ impl ApiClient {
             } else {
                 anyhow!("request to the Shoal API at {} failed: {e}", self.addr)
             }
-        })?;
-        let status = resp.status();
-        let bytes = resp.bytes().await.context("reading the answer")?.to_vec();
-        if status == StatusCode::NOT_FOUND && bytes.is_empty() {
-            return Ok(None);
-        }
-        if !status.is_success() {
-            // Docker-shaped endpoints answer `{"message": ...}`; the others a line of text.
-            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v["message"].as_str().map(str::to_string))
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string());
-            bail!(ApiError { status, message });
-        }
-        Ok(Some(bytes))
+        })
     }
 
     pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<Option<T>> {
@@ -94,6 +116,15 @@ impl ApiClient {
             }
         }
     }
+}
+
+/// Docker-shaped endpoints answer `{"message": ...}`; the others a line of text.
+fn api_error(status: StatusCode, bytes: &[u8]) -> ApiError {
+    let message = serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(bytes).trim().to_string());
+    ApiError { status, message }
 }
 
 /// The TLS client config of `SHOAL_TLS_DIR`: trust the cluster CA, present the client certificate.

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use shoal_agent::{Dispatcher, DockerExecutor, Executor, FakeExecutor, NodeIdentity};
+use shoal_registry::api::logs::{Lines, TaskLogs};
 use shoal_registry::assignments::Assignments;
 use shoal_registry::node::RunningNode;
 use shoal_registry::services::TaskStatus;
@@ -82,9 +84,25 @@ pub async fn executor(
     })
 }
 
-/// Starts the task runner for `node` with `executor`.
+/// The runtime's container logs, as the registry's log routes read them.
+struct RuntimeLogs(Arc<dyn Executor>);
+
+#[async_trait]
+impl TaskLogs for RuntimeLogs {
+    async fn logs(&self, task_id: &str, follow: bool, tail: Option<u64>) -> Result<Lines, String> {
+        let lines = self.0.logs(task_id, follow, tail).await.map_err(|e| e.to_string())?;
+        Ok(Box::pin(lines.filter_map(|l| async move { l.ok().map(|l| (l.stream, l.line)) })))
+    }
+}
+
+/// Starts the task runner for `node` with `executor`, and serves its containers' logs.
 pub fn start(executor: &Option<Arc<dyn Executor>>, node: &RunningNode) -> Option<tokio::task::JoinHandle<()>> {
     let executor = executor.clone()?;
+    let logs = Arc::new(RuntimeLogs(executor.clone()));
+    match node {
+        RunningNode::Manager(m) => m.log_source.set(logs),
+        RunningNode::Worker(w) => w.log_source.set(logs),
+    }
     let dispatcher: Arc<dyn Dispatcher> = match node {
         RunningNode::Manager(m) => Arc::new(LocalDispatcher(m.clone())),
         RunningNode::Worker(w) => Arc::new(RemoteDispatcher(w.clone())),

@@ -45,7 +45,8 @@ struct Container {
 
 /// The engine's containers of `service_id`, in any state.
 fn containers(service_id: &str) -> Vec<Container> {
-    let format = r#"{{.ID}} {{.Label "shoal.node.id"}} {{.Label "shoal.task.id"}} {{.Label "shoal.task.slot"}} {{.State}}"#;
+    let format =
+        r#"{{.ID}} {{.Label "shoal.node.id"}} {{.Label "shoal.task.id"}} {{.Label "shoal.task.slot"}} {{.State}}"#;
     let filter = format!("label=shoal.service.id={service_id}");
     ok(None, &["ps", "-a", "--no-trunc", "--filter", &filter, "--format", format])
         .lines()
@@ -135,7 +136,21 @@ async fn a_service_runs_as_real_containers_through_its_whole_life() {
     let started = Instant::now();
     let id = ok(
         h,
-        &["service", "create", "--detach", "--replicas", "5", "--name", &name, "--restart-delay", "1s", "shoal:local", "whoami", "--port", "8080"],
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--replicas",
+            "5",
+            "--name",
+            &name,
+            "--restart-delay",
+            "1s",
+            "shoal:local",
+            "whoami",
+            "--port",
+            "8080",
+        ],
     );
     let five = until_running(&id, 5, Duration::from_secs(60)).await;
     println!("5 replicas running after {:.2?}", started.elapsed());
@@ -154,13 +169,60 @@ async fn a_service_runs_as_real_containers_through_its_whole_life() {
     assert!(ps.lines().all(|l| l.starts_with(&format!("{name}."))), "Swarm-style names: {ps}");
 
     // The workload answers with its task and node (whoami), on the service's own network.
-    let ip = ok(None, &["inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", &five[0].id]);
+    let ip =
+        ok(None, &["inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", &five[0].id]);
     let body = wait_for("whoami to answer", Duration::from_secs(10), || {
         let url = format!("http://{ip}:8080/");
         async move { reqwest::get(url).await.ok()?.text().await.ok() }
     })
     .await;
     assert!(body.contains(&format!("Service: {name}")) && body.contains(&five[0].task), "{body}");
+
+    // Logs, gathered from the three nodes: `shoal service logs` and `docker service logs`.
+    let shoal_logs = Command::new(shoal_testkit::shoal_bin())
+        .args(["--http-addr", &c.nodes[0].http_addr(), "service", "logs", &name, "--tail", "5"])
+        .output()
+        .unwrap();
+    let logs = String::from_utf8_lossy(&shoal_logs.stdout).to_string();
+    println!("$ shoal service logs {name} --tail 5\n{logs}");
+    assert!(shoal_logs.status.success(), "{}", text(&shoal_logs));
+    assert_eq!(logs.lines().filter(|l| l.ends_with("| whoami listening on 0.0.0.0:8080")).count(), 5, "{logs}");
+    for n in ["@node1 ", "@node2 ", "@node3 "] {
+        assert!(logs.contains(n), "lines from every node ({n}): {logs}");
+    }
+    // Following: a line the workload prints now reaches a running `docker service logs -f`.
+    let mut follow = std::process::Command::new("timeout")
+        .args(["20", "docker", "service", "logs", "--follow", "--tail", "0", &name])
+        .env("DOCKER_HOST", format!("tcp://{host}"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = follow.stdout.take().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let flip = reqwest::Client::new().post(format!("http://{ip}:8080/health")).body("503").send().await.unwrap();
+    assert!(flip.status().is_success());
+    let line = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&seen).contains("whoami health set to 503") {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&seen).to_string()
+    })
+    .await
+    .unwrap();
+    let _ = follow.kill();
+    let _ = follow.wait();
+    println!("$ docker service logs --follow (after flipping /health)\n{line}");
+    assert!(line.contains("whoami health set to 503 (was 200)"), "{line}");
+    assert!(line.contains(&format!("{name}.")), "prefixed with the task: {line}");
 
     // Scale to 10.
     ok(h, &["service", "scale", "--detach", &format!("{name}=10")]);
@@ -169,13 +231,17 @@ async fn a_service_runs_as_real_containers_through_its_whole_life() {
     // docker kill: the task fails with 137 and a new container replaces it.
     let victim = ten[0].clone();
     ok(None, &["kill", &victim.id]);
-    let ps = wait_for("the killed task to show as failed", Duration::from_secs(20), || {
-        let o = docker(h, &["service", "ps", "--no-trunc", "--format", "{{.ID}} {{.CurrentState}} {{.Error}}", &name]);
-        let s = String::from_utf8_lossy(&o.stdout).to_string();
-        let task = victim.task.clone();
-        async move { s.lines().any(|l| l.starts_with(&task) && l.contains("Failed") && l.contains("(137)")).then_some(s) }
-    })
-    .await;
+    let ps =
+        wait_for("the killed task to show as failed", Duration::from_secs(20), || {
+            let o =
+                docker(h, &["service", "ps", "--no-trunc", "--format", "{{.ID}} {{.CurrentState}} {{.Error}}", &name]);
+            let s = String::from_utf8_lossy(&o.stdout).to_string();
+            let task = victim.task.clone();
+            async move {
+                s.lines().any(|l| l.starts_with(&task) && l.contains("Failed") && l.contains("(137)")).then_some(s)
+            }
+        })
+        .await;
     println!("$ docker service ps (after docker kill)\n{ps}");
     let after_kill = until_running(&id, 10, Duration::from_secs(30)).await;
     assert!(after_kill.iter().all(|k| k.id != victim.id), "replaced by a new container");
@@ -230,7 +296,21 @@ async fn a_service_runs_as_real_containers_through_its_whole_life() {
 
     // A rolling update to a new env replaces containers slot by slot (parallelism 1).
     let before: BTreeSet<String> = running(&id).into_iter().map(|k| k.id).collect();
-    ok(h, &["service", "update", "--detach", "--env-add", "ROLLED=1", "--update-parallelism", "1", "--update-delay", "0s", &name]);
+    ok(
+        h,
+        &[
+            "service",
+            "update",
+            "--detach",
+            "--env-add",
+            "ROLLED=1",
+            "--update-parallelism",
+            "1",
+            "--update-delay",
+            "0s",
+            &name,
+        ],
+    );
     let mut fewest = usize::MAX;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -282,13 +362,26 @@ async fn a_missing_image_and_a_taken_port_fail_with_clear_messages() {
     let holders: Vec<std::net::TcpListener> =
         c.nodes.iter().map(|n| std::net::TcpListener::bind((n.ip, 0)).expect("a free port")).collect();
     let port = holders[0].local_addr().unwrap().port();
-    let others: Vec<std::net::TcpListener> = c.nodes[1..]
-        .iter()
-        .filter_map(|n| std::net::TcpListener::bind((n.ip, port)).ok())
-        .collect();
+    let others: Vec<std::net::TcpListener> =
+        c.nodes[1..].iter().filter_map(|n| std::net::TcpListener::bind((n.ip, port)).ok()).collect();
     let name = unique("clash");
     let publish = format!("mode=host,published={port},target=8080");
-    ok(h, &["service", "create", "--detach", "--name", &name, "--publish", &publish, "shoal:local", "whoami", "--port", "8080"]);
+    ok(
+        h,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            &name,
+            "--publish",
+            &publish,
+            "shoal:local",
+            "whoami",
+            "--port",
+            "8080",
+        ],
+    );
     let ps = wait_for("the task to fail on the taken port", Duration::from_secs(30), || {
         let o = docker(h, &["service", "ps", "--no-trunc", "--format", "{{.CurrentState}} {{.Error}}", &name]);
         let s = String::from_utf8_lossy(&o.stdout).to_string();

@@ -172,6 +172,8 @@ pub struct Manager {
     pub(crate) workers_seen: Mutex<std::collections::HashMap<NodeId, Instant>>,
     /// Gossip's view of who was heard from when (set once gossip runs).
     pub(crate) heard: std::sync::RwLock<Option<Arc<dyn crate::liveness::Heard>>>,
+    /// Container logs of this node's tasks (set once its runtime runs).
+    pub log_source: crate::api::logs::LogSource,
     /// Closed (true) while leadership is being handed over: local writes and reads wait.
     gate: tokio::sync::watch::Sender<bool>,
     /// Set when the leader says this node was demoted (the process then runs as a worker).
@@ -263,6 +265,7 @@ impl Manager {
             leader_contact: Mutex::new(Instant::now()),
             workers_seen: Mutex::default(),
             heard: std::sync::RwLock::new(None),
+            log_source: Default::default(),
             gate: tokio::sync::watch::Sender::new(false),
             demoted: tokio::sync::watch::Sender::new(false),
             stop: tokio::sync::watch::Sender::new(false),

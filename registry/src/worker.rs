@@ -59,6 +59,8 @@ pub struct Worker {
     /// Set, with a manager certificate, when the node was promoted.
     promoted: tokio::sync::watch::Sender<Option<(NodeCert, String)>>,
     cert: LiveCert,
+    /// Container logs of this node's tasks (set once its runtime runs).
+    pub log_source: crate::api::logs::LogSource,
 }
 
 impl Worker {
@@ -86,6 +88,7 @@ impl Worker {
             data_dir: dir.clone(),
             stopped: tokio::sync::watch::channel(None).0,
             promoted: tokio::sync::watch::channel(None).0,
+            log_source: Default::default(),
             cert: live,
         });
         // The first heartbeat registers the node; a join is complete only when it is accepted.
@@ -230,17 +233,30 @@ impl Worker {
         self.managers.lock().expect("managers lock").managers.iter().map(|m| m.1.clone()).find(|a| !a.is_empty())
     }
 
-    /// The worker's HTTP API: every request is refused with a pointer to a manager.
     /// The TLS config of this worker's API with `--http-tls` (client certificates required).
     pub fn api_tls_config(&self) -> Result<Arc<rustls::ServerConfig>, Error> {
         self.cert.api_server_config()
     }
 
+    /// The worker's HTTP API: its own tasks' container logs (for the managers' `service logs`);
+    /// every other request is refused with a pointer to a manager.
     pub fn api_router(self: Arc<Self>) -> Router {
-        Router::new().fallback(move || {
-            let w = self.clone();
-            async move { refuse(&w) }
-        })
+        let logs = self.clone();
+        Router::new()
+            .route(
+                "/v1/agent/task-logs/{task}",
+                axum::routing::get(
+                    move |axum::extract::Path(task): axum::extract::Path<String>,
+                          axum::extract::Query(q): axum::extract::Query<crate::api::logs::LogQuery>| {
+                        let w = logs.clone();
+                        async move { crate::api::logs::local(&w.log_source, &task, &q).await }
+                    },
+                ),
+            )
+            .fallback(move || {
+                let w = self.clone();
+                async move { refuse(&w) }
+            })
     }
 }
 

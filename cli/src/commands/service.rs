@@ -47,6 +47,17 @@ pub enum ServiceCmd {
         #[arg(required = true)]
         services: Vec<String>,
     },
+    /// Show the logs of a service's tasks (as `docker service logs`), each line prefixed with
+    /// its task and node.
+    Logs {
+        service: String,
+        /// Keep printing new lines.
+        #[arg(long, short)]
+        follow: bool,
+        /// Only the last N lines of each task (default: all).
+        #[arg(long, short = 'n', value_name = "N")]
+        tail: Option<String>,
+    },
 }
 
 /// Flags shared by create and update.
@@ -505,6 +516,21 @@ pub async fn run(addr: &str, cmd: ServiceCmd) -> Result<()> {
             println!("{service}");
             if !detach {
                 converge(&api, svc["ID"].as_str().unwrap_or(&service)).await?;
+            }
+        }
+        ServiceCmd::Logs { service, follow, tail } => {
+            let tail = tail.unwrap_or_else(|| "all".into());
+            if tail != "all" && tail.parse::<u64>().is_err() {
+                bail!("--tail must be a number of lines or `all`, got {tail:?}");
+            }
+            let api = ApiClient::streaming(addr)?;
+            let path = format!("/v1/services/{}/logs?follow={follow}&tail={tail}", encode_key(&service));
+            let mut resp = api.stream(&path).await?;
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            while let Some(chunk) = resp.chunk().await.context("reading the log stream")? {
+                out.write_all(&chunk)?;
+                out.flush()?;
             }
         }
         ServiceCmd::Rm { services } => {

@@ -5,6 +5,7 @@
 
 pub mod docker;
 mod kv;
+pub mod logs;
 pub mod query;
 pub mod services;
 mod status;
@@ -40,6 +41,8 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .route("/v1/services/create", axum::routing::post(services::create))
         .route("/v1/services/{id}", get(services::inspect).delete(services::remove))
         .route("/v1/services/{id}/update", axum::routing::post(services::update))
+        .route("/v1/services/{id}/logs", get(logs::shoal_service_logs))
+        .route("/v1/agent/task-logs/{task}", get(agent_task_logs))
         .route("/v1/tasks", get(services::tasks))
         .route("/v1/cluster/client-cert", axum::routing::post(status::client_cert))
         .route("/v1/cluster/join-token/{role}", get(status::join_token).post(status::rotate_token))
@@ -125,4 +128,12 @@ pub(crate) fn error_response(e: &Error, headers: Option<HeaderMap>) -> Response 
         resp.headers_mut().extend(h);
     }
     resp
+}
+
+async fn agent_task_logs(
+    axum::extract::State(m): axum::extract::State<Arc<Manager>>,
+    axum::extract::Path(task): axum::extract::Path<String>,
+    axum::extract::Query(q): axum::extract::Query<logs::LogQuery>,
+) -> axum::response::Response {
+    logs::local(&m.log_source, &task, &q).await
 }

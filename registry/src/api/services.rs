@@ -267,6 +267,30 @@ pub async fn remove(State(m): State<Arc<Manager>>, Path(id): Path<String>) -> Re
 }
 
 /// `GET /tasks?filters=...` (service, node, desired-state, id, name, `_up-to-date`).
+/// `GET /tasks/{id}`: one task by ID or unique ID prefix (`docker service logs` resolves names
+/// with it).
+pub async fn task(State(m): State<Arc<Manager>>, Path(id): Path<String>) -> Response {
+    if let Err(e) = m.linearize().await {
+        return docker_error(&e);
+    }
+    let found = m.view().read(|s| {
+        let matches: Vec<&TaskRecord> =
+            s.services.tasks.values().filter(|t| t.id == id || (!id.is_empty() && t.id.starts_with(&id))).collect();
+        match matches.as_slice() {
+            [t] => Ok(task_json(t, s.services.services.get(&t.service_id))),
+            [] => Err(Error::NotFound(format!("task {id} not found"))),
+            many => match many.iter().find(|t| t.id == id) {
+                Some(t) => Ok(task_json(t, s.services.services.get(&t.service_id))),
+                None => Err(Error::BadRequest(format!("task {id} is ambiguous ({} tasks match)", many.len()))),
+            },
+        }
+    });
+    match found {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => docker_error(&e),
+    }
+}
+
 pub async fn tasks(
     State(m): State<Arc<Manager>>,
     Query(q): Query<std::collections::HashMap<String, String>>,
