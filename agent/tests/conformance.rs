@@ -85,7 +85,11 @@ fn node_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
-    format!("c0{:06x}{:08x}", std::process::id() & 0xffffff, (nanos << 8 | N.fetch_add(1, Ordering::Relaxed)) & 0xffff_ffff)
+    format!(
+        "c0{:06x}{:08x}",
+        std::process::id() & 0xffffff,
+        (nanos << 8 | N.fetch_add(1, Ordering::Relaxed)) & 0xffff_ffff
+    )
 }
 
 async fn docker() -> Docker {
@@ -137,7 +141,8 @@ async fn run_until(
 ) -> Vec<TaskStatus> {
     let mut seen = Vec::new();
     while state < until && !state.is_terminal() {
-        match tokio::time::timeout(Duration::from_secs(60), step(state, desired, c)).await.expect("a step within 60 s") {
+        match tokio::time::timeout(Duration::from_secs(60), step(state, desired, c)).await.expect("a step within 60 s")
+        {
             Step::Status(s) => {
                 state = s.state;
                 seen.push(s);
@@ -239,7 +244,14 @@ async fn orphans_are_removed_and_logs_are_read(h: &dyn Harness) {
     // Logs: the workload said something when it started.
     let mut lines = Vec::new();
     for _ in 0..50 {
-        lines = x.logs(&task, false, Some(10)).await.unwrap().filter_map(|l| async { l.ok() }).map(|l| l.line).collect().await;
+        lines = x
+            .logs(&task, false, Some(10))
+            .await
+            .unwrap()
+            .filter_map(|l| async { l.ok() })
+            .map(|l| l.line)
+            .collect()
+            .await;
         if !lines.is_empty() {
             break;
         }
