@@ -107,11 +107,14 @@ impl DockerExecutor {
             .map_err(|e| format!("the Docker engine does not answer: {e}"))?;
         Ok(Self(Arc::new(Inner { quick, long, node, networks: Default::default() })))
     }
+}
 
-    /// The engine's version (for the node table).
-    pub async fn engine_version(&self) -> Option<String> {
-        self.0.quick.version().await.ok().and_then(|v| v.version)
-    }
+/// The local engine's version (for the node table, `docker node ls`), or `None` when no engine
+/// answers within a second.
+pub async fn engine_version() -> Option<String> {
+    let docker = Docker::connect_with_local_defaults().ok()?;
+    let asked = tokio::time::timeout(Duration::from_secs(1), docker.version()).await;
+    asked.ok()?.ok()?.version
 }
 
 /// What a task's container is made of, read from the task spec (Docker's `TaskTemplate`) and its

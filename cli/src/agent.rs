@@ -282,7 +282,7 @@ async fn run(
     tracing::info!(data_dir = %config.data_dir.display(), "{what}");
     let data_dir = config.data_dir.clone();
     let config_for_promotion = config.clone();
-    match crate::engine::version().await {
+    match shoal_agent::docker::engine_version().await {
         Some(v) => shoal_registry::types::Resources::set_engine_version(v),
         None => tracing::warn!("no Docker engine answered on its socket; the node table shows no engine version"),
     }

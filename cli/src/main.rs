@@ -3,10 +3,10 @@
 mod agent;
 mod client;
 mod commands;
-mod engine;
 mod gossip;
 mod runtime;
 mod table;
+mod whoami;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -45,6 +45,10 @@ enum Cmd {
     Cert(commands::cert::CertCmd),
     /// Print (or --rotate) the token and command to join a node.
     JoinToken(commands::token::JoinTokenArgs),
+    /// Serve a small HTTP test workload that tells which node, service, task and slot it runs as.
+    Whoami(whoami::WhoamiArgs),
+    /// GET a plain-http URL; exit 0 on a 2xx answer, else 1 (a health check for scratch images).
+    Probe(whoami::ProbeArgs),
 }
 
 fn main() {
@@ -72,5 +76,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Service(cmd) => commands::service::run(&cli.http_addr, cmd).await,
         Cmd::Cert(cmd) => commands::cert::run(&cli.http_addr, cmd).await,
         Cmd::JoinToken(args) => commands::token::run(&cli.http_addr, args).await,
+        Cmd::Whoami(args) => whoami::run(args).await,
+        Cmd::Probe(args) => whoami::probe(args).await,
     }
 }
