@@ -187,7 +187,12 @@ async fn tasks_run_on_the_fake_runtime_and_are_replaced_when_a_node_dies() {
     wait_for("three failed attempts", Duration::from_secs(15), || async { (failed().await? == 3).then_some(()) }).await;
     let tasks: Vec<Value> =
         get_json(&api, "/v1/tasks?filters=%7B%22service%22%3A%7B%22crash%22%3Atrue%7D%7D").await.unwrap();
-    assert!(tasks.iter().all(|t| t["Status"]["Err"] == "task: non-zero exit (1)"), "{tasks:?}");
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t["Status"]["Err"] == "task: non-zero exit (1); last log lines: started | failing on purpose"),
+        "the exit code and the container's last log lines: {tasks:?}"
+    );
 
     // Kill a follower's process: its tasks are replaced on the others within the down window.
     let victim = (0..3).find(|i| *i != leader).unwrap();
