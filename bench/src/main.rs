@@ -1,6 +1,11 @@
-//! `shoal-bench`: drives Shoal's Consul KV API and etcd's v3 JSON gateway with the same workload, one
-//! after the other in one run, and prints ops/s, p50 and p99 for each and the ratio Shoal/etcd.
+//! `shoal-bench`: side-by-side benchmarks. `kv` drives Shoal's Consul KV API and etcd's v3 JSON
+//! gateway with the same workload, one after the other in one run, and prints ops/s, p50 and p99 for
+//! each and the ratio Shoal/etcd. `swarm-compare` times container operations (service create,
+//! scale, rm, a killed container's replacement) on this Docker engine through the engine API alone,
+//! the engine's Swarm mode and a 3-node Shoal cluster.
 
+mod compare;
+mod engine;
 mod load;
 mod placement;
 mod report;
@@ -16,7 +21,11 @@ use crate::load::{Settings, Workload};
 use crate::target::{Target, TargetSpec};
 
 #[derive(Parser, Debug)]
-#[command(name = "shoal-bench", version, about = "KV benchmark: Shoal against etcd, side by side")]
+#[command(
+    name = "shoal-bench",
+    version,
+    about = "Benchmarks side by side: Shoal against etcd (KV), and against Swarm and the engine (containers)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -30,6 +39,9 @@ enum Cmd {
     Placement(PlacementArgs),
     /// End to end: create a service of --replicas through --api and time until all are assigned.
     ServiceCreate(ServiceCreateArgs),
+    /// Container operations timed side by side on this engine: the engine API alone (the floor),
+    /// the engine's Swarm mode, and a 3-node Shoal cluster with --runtime docker.
+    SwarmCompare(compare::CompareArgs),
 }
 
 #[derive(Args, Debug)]
@@ -114,6 +126,7 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     match cli.command {
         Cmd::Kv(args) => runtime.block_on(run_kv(args)),
+        Cmd::SwarmCompare(args) => runtime.block_on(compare::run(args)),
         Cmd::ServiceCreate(args) => runtime.block_on(async {
             let (secs, n) = service_create::run(args.api.trim_end_matches('/'), args.replicas, args.timeout).await?;
             println!(
