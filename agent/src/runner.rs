@@ -62,6 +62,7 @@ async fn drive(a: Assignment, executor: Arc<dyn Executor>, reports: Reports, mut
         };
         match outcome {
             Step::Status(s) => {
+                tracing::debug!(task_id = %id, state = s.state.as_str(), message = %s.message, "task status");
                 backoff = Duration::from_millis(100);
                 state = s.state;
                 let _ = reports.send((id.clone(), s));
@@ -157,6 +158,7 @@ pub async fn run(dispatcher: Arc<dyn Dispatcher>, executor: Arc<dyn Executor>) {
             if a.task.status.state.is_terminal() && a.task.desired < TaskState::Remove {
                 continue; // History: its container (if any) stays until the task is deleted.
             }
+            tracing::debug!(task_id = %id, state = a.task.status.state.as_str(), "task assigned to this node");
             let (tx, desired) = watch::channel(a.task.desired);
             tasks.spawn(drive(a, executor.clone(), reports.clone(), desired));
             drivers.insert(id, tx);
