@@ -44,6 +44,10 @@ pub struct CompareArgs {
     /// The `shoal` binary (default target/release/shoal if it exists, else target/debug/shoal).
     #[arg(long)]
     shoal_bin: Option<PathBuf>,
+    /// A user-defined network (made beforehand, e.g. `docker network create benchnet`) the floor's
+    /// containers join, to compare with Shoal's per-service bridge; default: the engine's bridge.
+    #[arg(long, value_name = "NETWORK")]
+    floor_network: Option<String>,
     /// Workload image, already on the engine (nothing is pulled).
     #[arg(long, default_value = "shoal:local")]
     image: String,
@@ -175,6 +179,7 @@ pub async fn run(args: CompareArgs) -> Result<()> {
         image: args.image.clone(),
         args: args.args.split_whitespace().map(str::to_string).collect(),
         timeout: args.timeout,
+        floor_network: args.floor_network.clone(),
     };
     // Names unique to this run, so the final sweep removes only what it made.
     let prefix = format!("sbench{}-", std::process::id());

@@ -37,6 +37,8 @@ pub struct Ctx {
     pub args: Vec<String>,
     /// Bound on each phase of an operation (setup, the timed part, cleanup).
     pub timeout: Duration,
+    /// A network the floor's containers join (`--floor-network`), default: the engine's bridge.
+    pub floor_network: Option<String>,
 }
 
 /// How one system deploys containers.
@@ -265,11 +267,14 @@ fn service_spec(ctx: &Ctx, name: &str, replicas: u64) -> Value {
 
 /// The floor: creates and starts `n` containers in parallel, one connection each.
 async fn create_start(ctx: &Ctx, name: &str, n: u64) -> Result<()> {
-    let body = json!({
+    let mut body = json!({
         "Image": ctx.image,
         "Cmd": ctx.args,
         "Labels": {BENCH_LABEL: "1", FLOOR_KEY: name},
     });
+    if let Some(net) = &ctx.floor_network {
+        body["HostConfig"] = json!({"NetworkMode": net});
+    }
     let mut set = JoinSet::new();
     for _ in 0..n {
         let (engine, body) = (ctx.engine.clone(), body.clone());
