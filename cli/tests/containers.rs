@@ -393,3 +393,102 @@ async fn a_missing_image_and_a_taken_port_fail_with_clear_messages() {
     ok(h, &["service", "rm", &name]);
     drop((holders, others));
 }
+
+/// Kills a node process when the test ends.
+struct Proc(std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_are_gathered_from_nodes_whose_api_requires_client_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = loop {
+        let b = format!("127.{}.{}", rand::random_range(1..=254u8), rand::random_range(1..=254u8));
+        if (1..=3).all(|i| std::net::TcpListener::bind((format!("{b}.{i}").as_str(), 8500)).is_ok()) {
+            break b;
+        }
+    };
+    let ip = |i: usize| format!("{base}.{i}");
+    let node = |i: usize, extra: &[&str]| {
+        let log = std::fs::File::create(dir.path().join(format!("n{i}.log"))).unwrap();
+        Proc(
+            Command::new(shoal_testkit::shoal_bin())
+                .arg("agent")
+                .args(extra)
+                .args(["--data-dir", dir.path().join(format!("n{i}")).to_str().unwrap()])
+                .args(["--bind", &ip(i), "--name", &format!("tls{i}"), "--runtime", "docker", "--http-tls"])
+                .env("SHOAL_LOG", "info,openraft=warn")
+                .stdout(std::process::Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        )
+    };
+    // The first node's own certificate is a client of the TLS APIs (as an operator's would be).
+    let tls = dir.path().join("n1/tls");
+    let shoal = |args: &[&str]| {
+        Command::new(shoal_testkit::shoal_bin())
+            .args(["--http-addr", &format!("{}:8500", ip(1))])
+            .args(args)
+            .env("SHOAL_TLS_DIR", &tls)
+            .output()
+            .unwrap()
+    };
+    let mut procs = vec![node(1, &["--init"])];
+    let token = wait_for("the first node's TLS API", Duration::from_secs(30), || {
+        let o = shoal(&["join-token", "manager", "-q"]);
+        async move { o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string()) }
+    })
+    .await;
+    for i in 2..=3 {
+        procs.push(node(i, &["--join", &ip(1), "--token", &token]));
+    }
+    let ids: Vec<String> = wait_for("3 ready nodes", Duration::from_secs(30), || {
+        let o = shoal(&["node", "ls", "--format", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        let ids: Vec<String> = v
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|n| n["Status"] == "Ready")
+                    .filter_map(|n| n["ID"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        async move { (ids.len() == 3).then_some(ids) }
+    })
+    .await;
+    let _cleanup = EngineCleanup(ids);
+    let name = unique("tlslogs");
+    let o = shoal(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        &name,
+        "--replicas",
+        "3",
+        "shoal:local",
+        "whoami",
+        "--port",
+        "8080",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let logs = wait_for("a line from each of the 3 nodes", Duration::from_secs(60), || {
+        let o = shoal(&["service", "logs", &name]);
+        let t = String::from_utf8_lossy(&o.stdout).to_string();
+        async move {
+            let lines = t.lines().filter(|l| l.ends_with("| whoami listening on 0.0.0.0:8080")).count();
+            (lines == 3 && ["@tls1 ", "@tls2 ", "@tls3 "].iter().all(|n| t.contains(n))).then_some(t)
+        }
+    })
+    .await;
+    println!("$ SHOAL_TLS_DIR=... shoal service logs {name}\n{logs}");
+    assert!(shoal(&["service", "rm", &name]).status.success());
+    drop(procs);
+}

@@ -6,10 +6,10 @@
 //! docker service logs web ─▶ manager /services/web/logs ───┴─▶ node's /v1/agent/task-logs/TASK (HTTP API)
 //!                                    lines, prefixed with task and node, merged as they come
 //! ```
-//! The registry does not know the runtime: the node plugs it in through `TaskLogs`. Nodes reach
-//! each other's HTTP API as the CLI does, with this manager's `--http-token` when one is set; a
-//! node whose API needs a client certificate (`--http-tls`) is reported as unreachable in the
-//! stream (not yet fetched over TLS).
+//! The registry does not know the runtime: the node plugs it in through `TaskLogs`. A manager
+//! reaches another node's HTTP API as the CLI does, with its own `--http-token` when one is set;
+//! when that API speaks TLS (`--http-tls`), it presents its node certificate, which the cluster
+//! CA signed. A node it cannot reach gets a line saying so in the stream.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -184,7 +184,8 @@ impl Manager {
                     Err(e) => Box::pin(futures::stream::iter([("stderr", format!("(no log: {e})"))])),
                 }
             } else {
-                remote_lines(self.log_source.token(), &src.http_addr, &src.task_id, follow, tail).await
+                let tls = self.cert.client_config().ok();
+                remote_lines(self.log_source.token(), tls, &src.http_addr, &src.task_id, follow, tail).await
             };
             let service_id = service_id.clone();
             streams.push(
@@ -205,19 +206,40 @@ impl Manager {
     }
 }
 
-async fn remote_lines(token: Option<String>, http_addr: &str, task: &str, follow: bool, tail: Option<u64>) -> Lines {
+/// Asks a node's API for a task's log: plain HTTP first, then HTTPS with this manager's node
+/// certificate (the cluster CA's, which an API with `--http-tls` accepts).
+async fn remote_lines(
+    token: Option<String>,
+    tls: Option<rustls::ClientConfig>,
+    http_addr: &str,
+    task: &str,
+    follow: bool,
+    tail: Option<u64>,
+) -> Lines {
     let tail = tail.map_or_else(|| "all".to_string(), |n| n.to_string());
-    let url = format!("http://{http_addr}/v1/agent/task-logs/{task}?follow={follow}&tail={tail}");
-    let client = reqwest::Client::builder().no_proxy().connect_timeout(std::time::Duration::from_secs(5)).build();
-    let answer = match client {
-        Ok(c) => {
-            let mut req = c.get(&url);
+    let path = format!("{http_addr}/v1/agent/task-logs/{task}?follow={follow}&tail={tail}");
+    let get = |tls: Option<rustls::ClientConfig>| {
+        let (token, path) = (token.clone(), path.clone());
+        async move {
+            let mut builder = reqwest::Client::builder().no_proxy().connect_timeout(std::time::Duration::from_secs(5));
+            let scheme = match tls {
+                Some(tls) => {
+                    builder = builder.tls_backend_preconfigured(tls);
+                    "https"
+                }
+                None => "http",
+            };
+            let mut req = builder.build()?.get(format!("{scheme}://{path}"));
             if let Some(t) = token {
                 req = req.header("X-Consul-Token", t);
             }
             req.send().await
         }
-        Err(e) => Err(e),
+    };
+    let answer = match get(None).await {
+        // Connected, but the answer was no HTTP: the API speaks TLS.
+        Err(e) if !e.is_connect() && tls.is_some() => get(tls).await,
+        other => other,
     };
     let failed = |why: String| -> Lines {
         Box::pin(futures::stream::iter([("stderr", format!("(no log from {http_addr}: {why})"))]))
