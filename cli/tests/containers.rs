@@ -492,3 +492,128 @@ async fn logs_are_gathered_from_nodes_whose_api_requires_client_certificates() {
     assert!(shoal(&["service", "rm", &name]).status.success());
     drop(procs);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_container_spec_reaches_the_engine_and_an_unhealthy_task_is_replaced() {
+    let (c, host, _cleanup) = cluster().await;
+    let h = Some(host.as_str());
+    let node_ips: Vec<String> = c.nodes.iter().map(|n| n.ip.to_string()).collect();
+
+    // Everything the docker CLI can say about a container, on one replica.
+    let name = unique("spec");
+    let volume = unique("shoalvol");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    ok(
+        h,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            &name,
+            "--mount",
+            &format!("type=volume,source={volume},target=/data"),
+            "--mount",
+            "type=bind,source=/tmp,target=/host,readonly",
+            "--limit-cpu",
+            "0.5",
+            "--limit-memory",
+            "64M",
+            "--env",
+            "A=1",
+            "--workdir",
+            "/tmp",
+            "--user",
+            "65534",
+            "--stop-signal",
+            "SIGINT",
+            "--stop-grace-period",
+            "3s",
+            "--container-label",
+            "tier=front",
+            "--publish",
+            &format!("mode=host,published={port},target=8080"),
+            "shoal:local",
+            "whoami",
+            "--port",
+            "8080",
+        ],
+    );
+    let svc = ok(h, &["service", "inspect", "--format", "{{.ID}}", &name]);
+    let one = until_running(&svc, 1, Duration::from_secs(60)).await;
+    let inspect = ok(None, &["inspect", &one[0].id]);
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    let k = &v[0];
+    assert_eq!(k["HostConfig"]["NanoCpus"], 500_000_000);
+    assert_eq!(k["HostConfig"]["Memory"], 64 * 1024 * 1024);
+    assert_eq!(k["HostConfig"]["RestartPolicy"]["Name"], "no", "restarts are the orchestrator's");
+    assert!(k["Config"]["Env"].as_array().unwrap().contains(&serde_json::json!("A=1")));
+    assert_eq!((k["Config"]["WorkingDir"].as_str(), k["Config"]["User"].as_str()), (Some("/tmp"), Some("65534")));
+    assert_eq!((k["Config"]["StopSignal"].as_str(), k["Config"]["StopTimeout"].as_i64()), (Some("SIGINT"), Some(3)));
+    assert_eq!(k["Config"]["Labels"]["tier"], "front");
+    let mounts = k["Mounts"].as_array().unwrap();
+    assert!(
+        mounts.iter().any(|m| m["Type"] == "volume" && m["Name"] == volume.as_str() && m["Destination"] == "/data"),
+        "{mounts:?}"
+    );
+    assert!(mounts.iter().any(|m| m["Type"] == "bind" && m["Source"] == "/tmp" && m["RW"] == false), "{mounts:?}");
+    let binding = &k["HostConfig"]["PortBindings"]["8080/tcp"][0];
+    let bound_ip = binding["HostIp"].as_str().unwrap().to_string();
+    assert!(node_ips.contains(&bound_ip), "published on its node's own address: {binding}");
+    assert_eq!(binding["HostPort"], port.to_string());
+    let body = reqwest::get(format!("http://{bound_ip}:{port}/")).await.unwrap().text().await.unwrap();
+    assert!(body.contains(&format!("Service: {name}")), "{body}");
+    ok(h, &["service", "rm", &name]);
+    wait_for("the spec service's containers gone", Duration::from_secs(20), || {
+        let left = containers(&svc).len();
+        async move { (left == 0).then_some(()) }
+    })
+    .await;
+    docker(None, &["volume", "rm", &volume]);
+
+    // A health check (exec form: the image has no shell): running once healthy; turned unhealthy,
+    // the task fails and is replaced.
+    let name = unique("health");
+    let spec = serde_json::json!({
+        "Name": name,
+        "TaskTemplate": {
+            "ContainerSpec": {
+                "Image": "shoal:local", "Args": ["whoami", "--port", "8080"],
+                "Healthcheck": {"Test": ["CMD", "/shoal", "probe", "http://127.0.0.1:8080/health"],
+                                "Interval": 300_000_000u64, "Timeout": 2_000_000_000u64, "Retries": 2}
+            },
+            "RestartPolicy": {"Condition": "any", "Delay": 0}
+        },
+        "Mode": {"Replicated": {"Replicas": 1}}
+    });
+    let r =
+        reqwest::Client::new().post(format!("http://{host}/v1.41/services/create")).json(&spec).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let svc = r.json::<serde_json::Value>().await.unwrap()["ID"].as_str().unwrap().to_string();
+    let first = until_running(&svc, 1, Duration::from_secs(60)).await.remove(0);
+    wait_for("the task to be running", Duration::from_secs(30), || {
+        let o = docker(h, &["service", "ps", "--format", "{{.CurrentState}}", &name]);
+        let s = String::from_utf8_lossy(&o.stdout).to_string();
+        async move { s.starts_with("Running").then_some(()) }
+    })
+    .await;
+    let health = ok(None, &["inspect", "--format", "{{.State.Health.Status}}", &first.id]);
+    assert_eq!(health, "healthy", "a task is running only once its container is healthy");
+    let ip = ok(None, &["inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", &first.id]);
+    let flip = reqwest::Client::new().post(format!("http://{ip}:8080/health")).body("503").send().await.unwrap();
+    assert!(flip.status().is_success());
+    let ps = wait_for("the unhealthy task to fail and a new one to run", Duration::from_secs(30), || {
+        let o = docker(h, &["service", "ps", "--no-trunc", "--format", "{{.ID}} {{.CurrentState}} {{.Error}}", &name]);
+        let s = String::from_utf8_lossy(&o.stdout).to_string();
+        let task = first.task.clone();
+        let replaced = running(&svc).iter().any(|k| k.task != task);
+        async move {
+            (replaced
+                && s.lines().any(|l| l.starts_with(&task) && l.contains("Failed") && l.contains("container unhealthy")))
+            .then_some(s)
+        }
+    })
+    .await;
+    println!("$ docker service ps {name} (after /health turned 503)\n{ps}");
+    ok(h, &["service", "rm", &name]);
+}
