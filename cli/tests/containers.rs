@@ -67,35 +67,50 @@ fn running(service_id: &str) -> Vec<Container> {
     containers(service_id).into_iter().filter(|c| c.running).collect()
 }
 
-/// Removes everything the cluster's nodes made on the engine when the test ends, however it ends.
-struct EngineCleanup(Vec<String>);
-
-impl Drop for EngineCleanup {
-    fn drop(&mut self) {
-        for node in &self.0 {
-            let filter = format!("label=shoal.node.id={node}");
-            let ids = ok(None, &["ps", "-aq", "--filter", &filter]);
-            if !ids.is_empty() {
-                let mut args = vec!["rm", "-f"];
-                args.extend(ids.lines());
-                docker(None, &args);
-            }
-            let nets = ok(None, &["network", "ls", "-q", "--filter", &filter]);
-            if !nets.is_empty() {
-                let mut args = vec!["network", "rm"];
-                args.extend(nets.lines());
-                docker(None, &args);
-            }
+/// Removes every container and network labelled with these node IDs.
+fn remove_engine_objects(nodes: &[String]) {
+    for node in nodes {
+        let filter = format!("label=shoal.node.id={node}");
+        let ids = ok(None, &["ps", "-aq", "--filter", &filter]);
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(ids.lines());
+            docker(None, &args);
+        }
+        let nets = ok(None, &["network", "ls", "-q", "--filter", &filter]);
+        if !nets.is_empty() {
+            let mut args = vec!["network", "rm"];
+            args.extend(nets.lines());
+            docker(None, &args);
         }
     }
 }
 
-/// Three nodes running containers; the cleanup holds node `i`'s ID at index `i`.
-async fn cluster() -> (Cluster, String, EngineCleanup) {
+/// A test cluster on the engine. When the test ends, however it ends, the nodes are stopped
+/// first (so no agent makes a container after the sweep), then everything they made is removed.
+struct Env {
+    c: Cluster,
+    /// The leader-to-be's Docker API, `IP:2375`.
+    host: String,
+    /// Node `i`'s ID at index `i`.
+    ids: Vec<String>,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for i in 0..self.c.nodes.len() {
+            self.c.kill(i);
+        }
+        remove_engine_objects(&self.ids);
+    }
+}
+
+/// Three nodes running containers.
+async fn cluster() -> Env {
     let opts = ClusterOptions { agent_args: vec!["--runtime".into(), "docker".into()] };
     let c = Cluster::start(3, opts).await;
     let host = format!("{}:2375", c.nodes[0].ip);
-    let nodes = wait_for("3 ready nodes", Duration::from_secs(30), || {
+    let ids = wait_for("3 ready nodes", Duration::from_secs(30), || {
         let o = docker(Some(&host), &["node", "ls", "--format", "{{.Hostname}} {{.ID}} {{.Status}}"]);
         let s = String::from_utf8_lossy(&o.stdout).to_string();
         let mut ids: Vec<(String, String)> = s
@@ -110,7 +125,7 @@ async fn cluster() -> (Cluster, String, EngineCleanup) {
         async move { (ids.len() == 3).then(|| ids.into_iter().map(|(_, id)| id).collect::<Vec<_>>()) }
     })
     .await;
-    (c, host, EngineCleanup(nodes))
+    Env { c, host, ids }
 }
 
 fn unique(name: &str) -> String {
@@ -128,7 +143,8 @@ async fn until_running(service_id: &str, n: usize, within: Duration) -> Vec<Cont
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_service_runs_as_real_containers_through_its_whole_life() {
-    let (mut c, host, cleanup) = cluster().await;
+    let mut env = cluster().await;
+    let host = env.host.clone();
     let h = Some(host.as_str());
     let name = unique("web");
 
@@ -160,7 +176,7 @@ async fn a_service_runs_as_real_containers_through_its_whole_life() {
     }
     assert_eq!(per_node.len(), 3, "spread over the 3 nodes: {per_node:?}");
     assert!(per_node.values().all(|n| (1..=2).contains(n)), "{per_node:?}");
-    assert!(per_node.keys().all(|n| cleanup.0.iter().any(|id| id == n)), "labelled with the cluster's node IDs");
+    assert!(per_node.keys().all(|n| env.ids.iter().any(|id| id == n)), "labelled with the cluster's node IDs");
     let slots: BTreeSet<&str> = five.iter().map(|k| k.slot.as_str()).collect();
     assert_eq!(slots, BTreeSet::from(["1", "2", "3", "4", "5"]));
     let ps = ok(None, &["ps", "--filter", &format!("label=shoal.service.name={name}"), "--format", "{{.Names}}"]);
@@ -180,7 +196,7 @@ async fn a_service_runs_as_real_containers_through_its_whole_life() {
 
     // Logs, gathered from the three nodes: `shoal service logs` and `docker service logs`.
     let shoal_logs = Command::new(shoal_testkit::shoal_bin())
-        .args(["--http-addr", &c.nodes[0].http_addr(), "service", "logs", &name, "--tail", "5"])
+        .args(["--http-addr", &env.c.nodes[0].http_addr(), "service", "logs", &name, "--tail", "5"])
         .output()
         .unwrap();
     let logs = String::from_utf8_lossy(&shoal_logs.stdout).to_string();
@@ -254,14 +270,14 @@ async fn a_service_runs_as_real_containers_through_its_whole_life() {
         ok(None, &args).lines().map(str::to_string).collect()
     };
     let idx = 1;
-    let node_of_idx = cleanup.0[idx].clone();
+    let node_of_idx = env.ids[idx].clone();
     let mine: Vec<String> = after_kill.iter().filter(|k| k.node == node_of_idx).map(|k| k.id.clone()).collect();
     assert!(!mine.is_empty(), "node {idx} runs some of the service");
     let before = started_at(&mine);
-    c.kill(idx);
-    c.restart(idx);
+    env.c.kill(idx);
+    env.c.restart(idx);
     wait_for("the restarted node to serve again", Duration::from_secs(30), || {
-        let o = docker(Some(&format!("{}:2375", c.nodes[idx].ip)), &["node", "ls"]);
+        let o = docker(Some(&format!("{}:2375", env.c.nodes[idx].ip)), &["node", "ls"]);
         async move { o.status.success().then_some(()) }
     })
     .await;
@@ -272,9 +288,9 @@ async fn a_service_runs_as_real_containers_through_its_whole_life() {
 
     // Stop a node's process for good: its tasks are replaced on the others.
     let gone = 2;
-    let gone_id = cleanup.0[gone].clone();
+    let gone_id = env.ids[gone].clone();
     let stopped = Instant::now();
-    c.kill(gone);
+    env.c.kill(gone);
     let survivors = wait_for("10 running on the 2 nodes left", Duration::from_secs(30), || {
         let r = running(&id);
         let g = gone_id.clone();
@@ -286,7 +302,7 @@ async fn a_service_runs_as_real_containers_through_its_whole_life() {
     drop(survivors);
     // The dead node's containers run on without their agent (as a Swarm worker's would); bring the
     // node back and its agent stops them, as their tasks were replaced.
-    c.restart(gone);
+    env.c.restart(gone);
     wait_for("the returning node to stop its replaced containers", Duration::from_secs(60), || {
         let r = running(&id);
         let g = gone_id.clone();
@@ -337,12 +353,12 @@ async fn a_service_runs_as_real_containers_through_its_whole_life() {
     .await;
     println!("service rm: all containers gone after {:.2?}", removing.elapsed());
     assert!(removing.elapsed() < Duration::from_secs(10));
-    drop(cleanup);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_image_and_a_taken_port_fail_with_clear_messages() {
-    let (c, host, _cleanup) = cluster().await;
+    let env = cluster().await;
+    let (c, host) = (&env.c, env.host.clone());
     let h = Some(host.as_str());
 
     // An image that is not here (and no registry to pull it from): rejected, and the service says so.
@@ -463,7 +479,15 @@ async fn logs_are_gathered_from_nodes_whose_api_requires_client_certificates() {
         async move { (ids.len() == 3).then_some(ids) }
     })
     .await;
-    let _cleanup = EngineCleanup(ids);
+    // Stop the nodes first, then sweep what they made, however the test ends.
+    struct Sweep(Vec<Proc>, Vec<String>);
+    impl Drop for Sweep {
+        fn drop(&mut self) {
+            self.0.clear();
+            remove_engine_objects(&self.1);
+        }
+    }
+    let _sweep = Sweep(std::mem::take(&mut procs), ids);
     let name = unique("tlslogs");
     let o = shoal(&[
         "service",
@@ -490,12 +514,12 @@ async fn logs_are_gathered_from_nodes_whose_api_requires_client_certificates() {
     .await;
     println!("$ SHOAL_TLS_DIR=... shoal service logs {name}\n{logs}");
     assert!(shoal(&["service", "rm", &name]).status.success());
-    drop(procs);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_container_spec_reaches_the_engine_and_an_unhealthy_task_is_replaced() {
-    let (c, host, _cleanup) = cluster().await;
+    let env = cluster().await;
+    let (c, host) = (&env.c, env.host.clone());
     let h = Some(host.as_str());
     let node_ips: Vec<String> = c.nodes.iter().map(|n| n.ip.to_string()).collect();
 
