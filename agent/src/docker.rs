@@ -22,8 +22,9 @@ use async_trait::async_trait;
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerCreateBody, ContainerSummaryStateEnum, EndpointSettings, HealthConfig, HealthStatusEnum, HostConfig,
-    Mount, MountType, NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, EndpointSettings, HealthConfig, HealthStatusEnum,
+    HostConfig, Mount, MountType, NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
@@ -289,12 +290,7 @@ impl Executor for DockerExecutor {
     }
 
     async fn owned(&self) -> Result<Vec<Owned>, ExecError> {
-        let filter = format!("{}={}", labels::NODE_ID, self.0.node.id);
-        let opts = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&HashMap::from([("label", vec![filter.as_str()])]))
-            .build();
-        let list = self.0.quick.list_containers(Some(opts)).await.map_err(temporary)?;
+        let list = mine(&self.0, None).await.map_err(temporary)?;
         Ok(list
             .into_iter()
             .filter_map(|c| {
@@ -342,28 +338,25 @@ impl Executor for DockerExecutor {
     }
 }
 
+/// This node's containers in any state, those with the label `extra` (`KEY=VALUE`) if given.
+async fn mine(x: &Inner, extra: Option<String>) -> Result<Vec<ContainerSummary>, DockerError> {
+    let node = format!("{}={}", labels::NODE_ID, x.node.id);
+    let mut wanted = vec![node.as_str()];
+    wanted.extend(extra.as_deref());
+    let opts = ListContainersOptionsBuilder::default().all(true).filters(&HashMap::from([("label", wanted)])).build();
+    x.quick.list_containers(Some(opts)).await
+}
+
 /// The container of `task_id` on this node: (ID, running).
 async fn find(x: &Inner, task_id: &str) -> Result<Option<(String, bool)>, ExecError> {
-    let node = format!("{}={}", labels::NODE_ID, x.node.id);
-    let task = format!("{}={task_id}", labels::TASK_ID);
-    let opts = ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&HashMap::from([("label", vec![node.as_str(), task.as_str()])]))
-        .build();
-    let list = x.quick.list_containers(Some(opts)).await.map_err(temporary)?;
+    let list = mine(x, Some(format!("{}={task_id}", labels::TASK_ID))).await.map_err(temporary)?;
     Ok(list.into_iter().find_map(|c| Some((c.id?, c.state == Some(ContainerSummaryStateEnum::RUNNING)))))
 }
 
 /// Removes this node's network for a service once no container of it is left here.
 async fn release_network(x: &Inner, network: &str, service_id: &str) {
     let mut known = x.networks.write().await;
-    let node = format!("{}={}", labels::NODE_ID, x.node.id);
-    let service = format!("{}={service_id}", labels::SERVICE_ID);
-    let opts = ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&HashMap::from([("label", vec![node.as_str(), service.as_str()])]))
-        .build();
-    if let Ok(list) = x.quick.list_containers(Some(opts)).await
+    if let Ok(list) = mine(x, Some(format!("{}={service_id}", labels::SERVICE_ID))).await
         && list.is_empty()
         && x.quick.remove_network(network).await.is_ok()
     {

@@ -67,25 +67,6 @@ fn running(service_id: &str) -> Vec<Container> {
     containers(service_id).into_iter().filter(|c| c.running).collect()
 }
 
-/// Removes every container and network labelled with these node IDs.
-fn remove_engine_objects(nodes: &[String]) {
-    for node in nodes {
-        let filter = format!("label=shoal.node.id={node}");
-        let ids = ok(None, &["ps", "-aq", "--filter", &filter]);
-        if !ids.is_empty() {
-            let mut args = vec!["rm", "-f"];
-            args.extend(ids.lines());
-            docker(None, &args);
-        }
-        let nets = ok(None, &["network", "ls", "-q", "--filter", &filter]);
-        if !nets.is_empty() {
-            let mut args = vec!["network", "rm"];
-            args.extend(nets.lines());
-            docker(None, &args);
-        }
-    }
-}
-
 /// A test cluster on the engine. When the test ends, however it ends, the nodes are stopped
 /// first (so no agent makes a container after the sweep), then everything they made is removed.
 struct Env {
@@ -101,7 +82,7 @@ impl Drop for Env {
         for i in 0..self.c.nodes.len() {
             self.c.kill(i);
         }
-        remove_engine_objects(&self.ids);
+        shoal_testkit::remove_engine_objects(&self.ids);
     }
 }
 
@@ -484,7 +465,7 @@ async fn logs_are_gathered_from_nodes_whose_api_requires_client_certificates() {
     impl Drop for Sweep {
         fn drop(&mut self) {
             self.0.clear();
-            remove_engine_objects(&self.1);
+            shoal_testkit::remove_engine_objects(&self.1);
         }
     }
     let _sweep = Sweep(std::mem::take(&mut procs), ids);

@@ -57,19 +57,7 @@ impl Drop for Node {
         let _ = self.0.kill();
         let _ = self.0.wait();
         // Remove what this node made on the engine.
-        let filter = format!("label=shoal.node.id={}", self.1);
-        if let Ok(o) = Command::new("docker").args(["ps", "-aq", "--filter", &filter]).output() {
-            let ids = String::from_utf8_lossy(&o.stdout).to_string();
-            if !ids.trim().is_empty() {
-                let _ = Command::new("docker").args(["rm", "-f"]).args(ids.split_whitespace()).output();
-            }
-        }
-        if let Ok(o) = Command::new("docker").args(["network", "ls", "-q", "--filter", &filter]).output() {
-            let ids = String::from_utf8_lossy(&o.stdout).to_string();
-            if !ids.trim().is_empty() {
-                let _ = Command::new("docker").args(["network", "rm"]).args(ids.split_whitespace()).output();
-            }
-        }
+        shoal_testkit::remove_engine_objects(std::slice::from_ref(&self.1));
     }
 }
 

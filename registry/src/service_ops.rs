@@ -47,11 +47,24 @@ pub fn resolve<'a>(
     if let Some(s) = services.clone().find(|s| s.name == query) {
         return Ok(s);
     }
-    let matches: Vec<&ServiceRecord> = services.filter(|s| !query.is_empty() && s.id.starts_with(query)).collect();
+    by_id_prefix(services, |s| &s.id, "service", query)
+}
+
+/// Finds an object by full ID or unique ID prefix; `what` names its kind in the errors.
+pub fn by_id_prefix<'a, T>(
+    items: impl Iterator<Item = &'a T> + Clone,
+    id: impl Fn(&T) -> &str,
+    what: &str,
+    query: &str,
+) -> Result<&'a T, Error> {
+    if let Some(t) = items.clone().find(|t| id(t) == query) {
+        return Ok(t);
+    }
+    let matches: Vec<&T> = items.filter(|t| !query.is_empty() && id(t).starts_with(query)).collect();
     match matches.as_slice() {
         [one] => Ok(one),
-        [] => Err(Error::NotFound(format!("service {query} not found"))),
-        _ => Err(Error::BadRequest(format!("service {query} is ambiguous ({} services match)", matches.len()))),
+        [] => Err(Error::NotFound(format!("{what} {query} not found"))),
+        _ => Err(Error::BadRequest(format!("{what} {query} is ambiguous ({} {what}s match)", matches.len()))),
     }
 }
 

@@ -353,3 +353,28 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(addr: &str, path: &str) ->
     }
     r.json().await.ok()
 }
+
+/// Removes every container and network on the local Docker engine labelled with one of these
+/// node IDs (`shoal.node.id`): what a test's nodes made. Stop the nodes first, or an agent may make
+/// another container after the sweep.
+pub fn remove_engine_objects(node_ids: &[String]) {
+    let ids = |args: &[&str]| -> Vec<String> {
+        Command::new("docker")
+            .args(args)
+            .env_remove("DOCKER_HOST")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default()
+    };
+    for node in node_ids {
+        let filter = format!("label=shoal.node.id={node}");
+        let kinds: [(&[&str], &[&str]); 2] =
+            [(&["ps", "-aq"], &["rm", "-f"]), (&["network", "ls", "-q"], &["network", "rm"])];
+        for (list, remove) in kinds {
+            let found = ids(&[list, &["--filter", filter.as_str()]].concat());
+            if !found.is_empty() {
+                let _ = Command::new("docker").args(remove).args(&found).env_remove("DOCKER_HOST").output();
+            }
+        }
+    }
+}

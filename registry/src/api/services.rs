@@ -274,16 +274,8 @@ pub async fn task(State(m): State<Arc<Manager>>, Path(id): Path<String>) -> Resp
         return docker_error(&e);
     }
     let found = m.view().read(|s| {
-        let matches: Vec<&TaskRecord> =
-            s.services.tasks.values().filter(|t| t.id == id || (!id.is_empty() && t.id.starts_with(&id))).collect();
-        match matches.as_slice() {
-            [t] => Ok(task_json(t, s.services.services.get(&t.service_id))),
-            [] => Err(Error::NotFound(format!("task {id} not found"))),
-            many => match many.iter().find(|t| t.id == id) {
-                Some(t) => Ok(task_json(t, s.services.services.get(&t.service_id))),
-                None => Err(Error::BadRequest(format!("task {id} is ambiguous ({} tasks match)", many.len()))),
-            },
-        }
+        crate::service_ops::by_id_prefix(s.services.tasks.values(), |t| &t.id, "task", &id)
+            .map(|t| task_json(t, s.services.services.get(&t.service_id)))
     });
     match found {
         Ok(v) => axum::Json(v).into_response(),
