@@ -180,26 +180,23 @@ fn plan(a: &Assignment, node: &NodeIdentity) -> Result<Plan, String> {
         format!("SHOAL_TASK_SLOT={}", t.slot),
     ]);
 
-    let mut mounts = Vec::new();
-    for m in c["Mounts"].as_array().into_iter().flatten() {
-        let typ = match m["Type"].as_str().unwrap_or("volume") {
-            "bind" => MountType::BIND,
-            "volume" => MountType::VOLUME,
-            "tmpfs" => MountType::TMPFS,
-            other => return Err(format!("mount type {other:?} is not supported (use bind, volume or tmpfs)")),
-        };
-        let target = m["Target"].as_str().unwrap_or_default();
-        if target.is_empty() {
-            return Err("a mount has no Target".into());
-        }
-        mounts.push(Mount {
-            target: Some(target.into()),
+    shoal_registry::service_spec::check_mounts(&c["Mounts"]).map_err(|e| e.0)?;
+    let mounts: Vec<Mount> = c["Mounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| Mount {
+            target: m["Target"].as_str().map(str::to_string),
             source: m["Source"].as_str().filter(|s| !s.is_empty()).map(str::to_string),
-            typ: Some(typ),
+            typ: Some(match m["Type"].as_str() {
+                Some("bind") => MountType::BIND,
+                Some("tmpfs") => MountType::TMPFS,
+                _ => MountType::VOLUME,
+            }),
             read_only: m["ReadOnly"].as_bool(),
             ..Default::default()
-        });
-    }
+        })
+        .collect();
 
     let mut exposed = Vec::new();
     let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();

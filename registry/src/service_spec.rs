@@ -255,6 +255,29 @@ fn valid_name(name: &str) -> bool {
         && name.len() <= 63
 }
 
+/// Checks `ContainerSpec.Mounts`: each a bind, volume or tmpfs mount with a target (what the
+/// Docker runtime can make), a bind mount with an absolute source.
+pub fn check_mounts(mounts: &Value) -> Result<(), SpecError> {
+    let items = match mounts {
+        Value::Null => return Ok(()),
+        Value::Array(items) => items,
+        other => return bad(format!("TaskTemplate.ContainerSpec.Mounts: {other} is not a list")),
+    };
+    for m in items {
+        let typ = m["Type"].as_str().unwrap_or("volume");
+        if !matches!(typ, "bind" | "volume" | "tmpfs") {
+            return bad(format!("mount type {typ:?} is not supported (use bind, volume or tmpfs)"));
+        }
+        if !m["Target"].as_str().is_some_and(|t| t.starts_with('/')) {
+            return bad(format!("mount {m}: Target must be an absolute path in the container"));
+        }
+        if typ == "bind" && !m["Source"].as_str().is_some_and(|s| s.starts_with('/')) {
+            return bad(format!("bind mount {m}: Source must be an absolute path on the host"));
+        }
+    }
+    Ok(())
+}
+
 impl ServiceSpec {
     /// Reads and checks a Docker `ServiceSpec` JSON document.
     pub fn parse(spec: &Value) -> Result<Self, SpecError> {
@@ -288,6 +311,7 @@ impl ServiceSpec {
         if image.is_empty() {
             return bad("TaskTemplate.ContainerSpec.Image: a service needs an image");
         }
+        check_mounts(&task["ContainerSpec"]["Mounts"])?;
         let placement = &task["Placement"];
         let constraints = match &placement["Constraints"] {
             Value::Null => Vec::new(),
@@ -390,6 +414,27 @@ mod tests {
         }
         at[path[path.len() - 1]] = v;
         spec
+    }
+
+    #[test]
+    fn mounts_the_runtime_cannot_make_are_refused_at_create() {
+        let with = |m: Value| {
+            let mut spec = base();
+            spec["TaskTemplate"]["ContainerSpec"]["Mounts"] = m;
+            ServiceSpec::parse(&spec).map(|_| ()).map_err(|e| e.0)
+        };
+        assert!(with(json!([{"Type": "bind", "Source": "/srv", "Target": "/data", "ReadOnly": true}])).is_ok());
+        assert!(
+            with(json!([{"Type": "volume", "Source": "v1", "Target": "/v"}, {"Type": "tmpfs", "Target": "/t"}]))
+                .is_ok()
+        );
+        let e = with(json!([{"Type": "npipe", "Source": "x", "Target": "/x"}])).unwrap_err();
+        assert!(e.contains("\"npipe\" is not supported (use bind, volume or tmpfs)"), "{e}");
+        let e = with(json!([{"Type": "bind", "Source": "/tmp"}])).unwrap_err();
+        assert!(e.contains("Target must be an absolute path"), "{e}");
+        let e = with(json!([{"Type": "bind", "Source": "rel", "Target": "/x"}])).unwrap_err();
+        assert!(e.contains("Source must be an absolute path on the host"), "{e}");
+        assert!(with(json!("nope")).unwrap_err().contains("is not a list"));
     }
 
     #[test]
