@@ -32,7 +32,7 @@ use bollard::query_parameters::{
 };
 use futures::StreamExt;
 use serde_json::Value;
-use shoal_registry::assignments::Assignment;
+use shoal_registry::rpc::wire::Assignment;
 
 use crate::exec::{Controller, ExecError, Executor, Exit, LogLine, LogStream, Owned};
 
@@ -52,7 +52,7 @@ pub mod labels {
 
 /// Who this node is, as its containers are labelled and published.
 #[derive(Debug, Clone)]
-pub struct NodeIdentity {
+pub struct RuntimeNode {
     /// The node ID, 16 hex digits.
     pub id: String,
     /// The node's name.
@@ -66,7 +66,7 @@ struct Inner {
     quick: Docker,
     /// For requests that last as long as a container (wait, stop, pull, followed logs).
     long: Docker,
-    node: NodeIdentity,
+    node: RuntimeNode,
     /// This node's networks known to exist. Containers are created under the read lock; a network
     /// is made, or removed with the last container of its service, under the write lock.
     networks: tokio::sync::RwLock<std::collections::HashSet<String>>,
@@ -94,7 +94,7 @@ fn server_message(e: &DockerError) -> Option<(u16, &str)> {
 
 impl DockerExecutor {
     /// Connects to the engine (`DOCKER_HOST` or the local socket) and checks that it answers.
-    pub async fn connect(node: NodeIdentity) -> Result<Self, String> {
+    pub async fn connect(node: RuntimeNode) -> Result<Self, String> {
         let connect = |timeout: Duration| -> Result<Docker, String> {
             Docker::connect_with_local_defaults()
                 .map(|d| d.with_timeout(timeout))
@@ -140,7 +140,7 @@ fn nanos(v: &Value) -> Option<i64> {
 }
 
 /// The container for `a` on `node` (pure: unit-tested without an engine).
-fn plan(a: &Assignment, node: &NodeIdentity) -> Result<Plan, String> {
+fn plan(a: &Assignment, node: &RuntimeNode) -> Result<Plan, String> {
     let spec: Value = serde_json::from_str(&a.task_spec).map_err(|e| format!("the task spec is not JSON: {e}"))?;
     let c = &spec["ContainerSpec"];
     let image = c["Image"].as_str().unwrap_or_default().to_string();
@@ -180,7 +180,7 @@ fn plan(a: &Assignment, node: &NodeIdentity) -> Result<Plan, String> {
         format!("SHOAL_TASK_SLOT={}", t.slot),
     ]);
 
-    shoal_registry::service_spec::check_mounts(&c["Mounts"]).map_err(|e| e.0)?;
+    shoal_model::spec::check_mounts(&c["Mounts"]).map_err(|e| e.0)?;
     let mounts: Vec<Mount> = c["Mounts"]
         .as_array()
         .into_iter()
@@ -676,7 +676,7 @@ impl Controller for DockerController {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_registry::services::{TaskRecord, TaskState};
+    use shoal_model::services::{TaskRecord, TaskState};
 
     fn assignment(spec: Value, endpoint: Value) -> Assignment {
         Assignment {
@@ -698,12 +698,8 @@ mod tests {
         }
     }
 
-    fn node() -> NodeIdentity {
-        NodeIdentity {
-            id: "00000000000000aa".into(),
-            name: "n1".into(),
-            publish_ip: Some("127.0.0.2".parse().unwrap()),
-        }
+    fn node() -> RuntimeNode {
+        RuntimeNode { id: "00000000000000aa".into(), name: "n1".into(), publish_ip: Some("127.0.0.2".parse().unwrap()) }
     }
 
     #[test]

@@ -15,8 +15,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use futures::Stream;
-use shoal_registry::assignments::Assignment;
-use shoal_registry::services::{TaskState, TaskStatus, rfc3339};
+use shoal_model::services::{TaskState, TaskStatus, rfc3339};
+use shoal_registry::rpc::wire::Assignment;
 
 /// What went wrong, classified by what the runner should do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

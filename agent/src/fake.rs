@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use shoal_registry::assignments::Assignment;
+use shoal_registry::rpc::wire::Assignment;
 use tokio::sync::watch;
 
 use crate::exec::{Controller, ExecError, Executor, Exit, LogLine, LogStream, Owned};

@@ -15,7 +15,7 @@ pub mod exec;
 pub mod fake;
 pub mod runner;
 
-pub use docker::{DockerExecutor, NodeIdentity};
+pub use docker::{DockerExecutor, RuntimeNode};
 pub use exec::{Controller, ExecError, Executor, Exit, LogLine, LogStream, Owned, Step, step};
 pub use fake::FakeExecutor;
 pub use runner::{Dispatcher, run};

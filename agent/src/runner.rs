@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use shoal_model::services::{TaskState, TaskStatus};
 use shoal_registry::Error;
-use shoal_registry::assignments::{Assignment, Assignments};
-use shoal_registry::services::{TaskState, TaskStatus};
+use shoal_registry::rpc::wire::{Assignment, Assignments};
 use tokio::sync::{mpsc, watch};
 
 use crate::exec::{ExecError, Executor, Step, status, step};

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use shoal_agent::{DockerExecutor, Executor, FakeExecutor, NodeIdentity, Step, step};
-use shoal_registry::assignments::Assignment;
-use shoal_registry::services::{TaskRecord, TaskState, TaskStatus};
+use shoal_agent::{DockerExecutor, Executor, FakeExecutor, RuntimeNode, Step, step};
+use shoal_model::services::{TaskRecord, TaskState, TaskStatus};
+use shoal_registry::rpc::wire::Assignment;
 
 /// What a runtime under test needs besides the trait.
 trait Harness: Send + Sync {
@@ -93,7 +93,7 @@ fn node_id() -> String {
 }
 
 async fn docker() -> Docker {
-    let node = NodeIdentity { id: node_id(), name: "conformance".into(), publish_ip: None };
+    let node = RuntimeNode { id: node_id(), name: "conformance".into(), publish_ip: None };
     Docker(DockerExecutor::connect(node).await.expect("a Docker engine (this suite runs against the real one)"))
 }
 

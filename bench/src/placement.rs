@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::json;
-use shoal_registry::service_spec::ServiceSpec;
-use shoal_registry::types::{Availability, Role};
+use shoal_model::spec::ServiceSpec;
+use shoal_model::{Availability, Role};
 use shoal_scheduler::{Decision, NodeInfo, Snapshot, TaskToPlace, plan};
 
 /// Results of one run.

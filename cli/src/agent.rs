@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use shoal_registry::manager::{NodeIdentity, data_dir_in_use};
+use shoal_registry::datadir::{NodeIdentity, data_dir_in_use};
 use shoal_registry::node::RunningNode;
-use shoal_registry::{ManagerConfig, StartMode};
+use shoal_registry::{NodeConfig, StartMode};
 
 /// Flags of `shoal agent`.
 #[derive(Args, Debug)]
@@ -154,15 +154,15 @@ fn parse_window(s: &str) -> Result<Duration> {
     Ok(d)
 }
 
-fn config(data_dir: PathBuf, net: &NetArgs) -> Result<ManagerConfig> {
+fn config(data_dir: PathBuf, net: &NetArgs) -> Result<NodeConfig> {
     let stored = NodeIdentity::load(&data_dir).map_err(anyhow::Error::new)?;
-    let defaults = ManagerConfig::default();
+    let defaults = NodeConfig::default();
     let bind = net.bind.or(stored.as_ref().map(|s| s.bind_ip)).unwrap_or(defaults.bind_ip);
     let election_timeout = parse_range(&net.election_timeout_ms)?;
     if net.heartbeat_ms == 0 || net.heartbeat_ms * 2 >= election_timeout.0.as_millis() as u64 {
         bail!("--heartbeat-ms must be above 0 and well below the election timeout (at most half of its minimum)");
     }
-    Ok(ManagerConfig {
+    Ok(NodeConfig {
         data_dir,
         name: net.name.clone().unwrap_or_else(hostname),
         bind_ip: bind,
@@ -247,7 +247,7 @@ pub async fn run_dev(args: DevArgs) -> Result<()> {
 }
 
 async fn run(
-    config: ManagerConfig,
+    config: NodeConfig,
     mode: StartMode,
     http: HttpListen,
     runtime: crate::runtime::RuntimeKind,
@@ -283,7 +283,7 @@ async fn run(
     let data_dir = config.data_dir.clone();
     let config_for_promotion = config.clone();
     match shoal_agent::docker::engine_version().await {
-        Some(v) => shoal_registry::types::Resources::set_engine_version(v),
+        Some(v) => shoal_registry::host::set_engine_version(v),
         None => tracing::warn!("no Docker engine answered on its socket; the node table shows no engine version"),
     }
     let gossip_config = config.clone();
@@ -294,12 +294,10 @@ async fn run(
         tokio::spawn(shoal_scheduler::leader::run(m.clone()));
     }
     let executor = crate::runtime::executor(runtime, &node, gossip_config.bind_ip).await?;
-    let set_token = |node: &RunningNode| match node {
-        RunningNode::Manager(m) => m.log_source.set_token(http_token.clone()),
-        RunningNode::Worker(w) => w.log_source.set_token(http_token.clone()),
-    };
-    set_token(&node);
-    let mut runner = crate::runtime::start(&executor, &node);
+    // One log source for the life of the process, whatever role the node plays.
+    let logs = std::sync::Arc::new(shoal_registry::control::logs::LogSource::default());
+    logs.set_token(http_token.clone());
+    let mut runner = crate::runtime::start(&executor, &node, &logs);
     // Off loopback the Docker API speaks TLS, on Docker's TLS port unless one was chosen.
     let docker_port = if !http_ip.is_loopback() && docker_port == 2375 { 2376 } else { docker_port };
     let docker_addr = SocketAddr::new(http_ip, docker_port);
@@ -308,11 +306,11 @@ async fn run(
         if docker_port == 0 {
             return None;
         }
-        let m = m.clone();
+        let state = shoal_api::ApiState { manager: m.clone(), logs: logs.clone() };
         Some(tokio::spawn(async move {
             match tokio::net::TcpListener::bind(docker_addr).await {
                 Ok(l) => {
-                    if let Err(e) = shoal_registry::api::docker::serve(m, l).await {
+                    if let Err(e) = shoal_api::docker::serve(state, l).await {
                         tracing::error!(error = %e, "the Docker API stopped");
                     }
                 }
@@ -337,10 +335,11 @@ async fn run(
                     http_addr,
                     data_dir.display()
                 );
+                let state = shoal_api::ApiState { manager: manager.clone(), logs: logs.clone() };
                 if http.tls {
-                    tokio::spawn(shoal_registry::api::serve_tls(manager.clone(), listener, http_token.clone()))
+                    tokio::spawn(shoal_api::serve_tls(state, listener, http_token.clone()))
                 } else {
-                    tokio::spawn(shoal_registry::api::serve(manager.clone(), listener, http_token.clone()))
+                    tokio::spawn(shoal_api::serve(state, listener, http_token.clone()))
                 }
             }
             RunningNode::Worker(worker) => {
@@ -350,14 +349,7 @@ async fn run(
                     worker.identity.name,
                     data_dir.display()
                 );
-                let app = worker.clone().api_router();
-                if http.tls {
-                    let config = worker.api_tls_config().map_err(anyhow::Error::new)?;
-                    let listener = shoal_registry::listener::TlsListener::new(listener, config);
-                    tokio::spawn(async move { axum::serve(listener, app).await })
-                } else {
-                    tokio::spawn(async move { axum::serve(listener, app).await })
-                }
+                tokio::spawn(shoal_api::worker::serve(worker.clone(), logs.clone(), listener, http.tls))
             }
         };
         let worker = match &node {
@@ -402,10 +394,9 @@ async fn run(
                 tokio::spawn(shoal_scheduler::leader::run(manager.clone()));
                 gossip.set(shoal_gossip::keys::ROLE, "manager").await;
                 node = RunningNode::Manager(manager);
-                set_token(&node);
                 docker_api = start_docker_api(&node);
                 if let Some(r) = runner.take() { r.abort(); }
-                runner = crate::runtime::start(&executor, &node);
+                runner = crate::runtime::start(&executor, &node, &logs);
                 let rebound = tokio::net::TcpListener::bind(http_addr)
                     .await
                     .with_context(|| format!("cannot listen on {http_addr} for the HTTP API after the promotion"))?;
@@ -423,10 +414,9 @@ async fn run(
                     .map_err(anyhow::Error::new)?;
                 gossip.set(shoal_gossip::keys::ROLE, "worker").await;
                 node = RunningNode::Worker(worker);
-                set_token(&node);
                 if let Some(d) = docker_api.take() { d.abort(); }
                 if let Some(r) = runner.take() { r.abort(); }
-                runner = crate::runtime::start(&executor, &node);
+                runner = crate::runtime::start(&executor, &node, &logs);
                 let rebound = tokio::net::TcpListener::bind(http_addr)
                     .await
                     .with_context(|| format!("cannot listen on {http_addr} for the HTTP API after the demotion"))?;

@@ -8,11 +8,11 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use shoal_gossip::{Cluster, GossipConfig, GossipKey, keys};
-use shoal_registry::ManagerConfig;
-use shoal_registry::gossip_params::GossipParams;
-use shoal_registry::liveness::{GossipMember, Heard};
+use shoal_model::NodeId;
+use shoal_registry::NodeConfig;
+use shoal_registry::cluster::liveness::{GossipMember, Heard};
 use shoal_registry::node::RunningNode;
-use shoal_registry::types::NodeId;
+use shoal_registry::pki::gossip_key::GossipParams;
 
 /// The gossip view a manager's liveness loop reads.
 pub struct GossipHeard(pub Cluster);
@@ -54,7 +54,7 @@ impl Heard for GossipHeard {
 }
 
 /// Joins the gossip for `node`.
-pub async fn start(config: &ManagerConfig, node: &RunningNode) -> Result<Cluster> {
+pub async fn start(config: &NodeConfig, node: &RunningNode) -> Result<Cluster> {
     let (id, name, cluster_addr, gossip_addr, role, mut seeds) = match node {
         RunningNode::Manager(m) => (
             m.id,

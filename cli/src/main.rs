@@ -52,7 +52,7 @@ enum Cmd {
 }
 
 fn main() {
-    shoal_registry::tls::install_crypto_provider();
+    shoal_registry::pki::tls::install_crypto_provider();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG").unwrap_or_else(|_| {
         let default = if matches!(cli.command, Cmd::Agent(_) | Cmd::Dev(_)) { "info,openraft=warn" } else { "warn" };

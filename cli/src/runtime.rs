@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use shoal_agent::{Dispatcher, DockerExecutor, Executor, FakeExecutor, NodeIdentity};
-use shoal_registry::api::logs::{Lines, TaskLogs};
-use shoal_registry::assignments::Assignments;
+use shoal_agent::{Dispatcher, DockerExecutor, Executor, FakeExecutor, RuntimeNode};
+use shoal_model::services::TaskStatus;
+use shoal_registry::control::logs::{Lines, LogSource, TaskLogs};
 use shoal_registry::node::RunningNode;
-use shoal_registry::services::TaskStatus;
+use shoal_registry::rpc::wire::Assignments;
 use shoal_registry::{Error, Manager};
 
 /// Which container runtime runs this node's tasks.
@@ -41,7 +41,7 @@ impl Dispatcher for LocalDispatcher {
     }
 }
 
-struct RemoteDispatcher(Arc<shoal_registry::worker::Worker>);
+struct RemoteDispatcher(Arc<shoal_registry::node::worker::Worker>);
 
 #[async_trait]
 impl Dispatcher for RemoteDispatcher {
@@ -69,7 +69,7 @@ pub async fn executor(
                 RunningNode::Manager(m) => (m.id, m.node.name.clone()),
                 RunningNode::Worker(w) => (w.id, w.identity.name.clone()),
             };
-            let identity = NodeIdentity {
+            let identity = RuntimeNode {
                 id: format!("{id:016x}"),
                 name,
                 publish_ip: (!bind_ip.is_unspecified()).then_some(bind_ip),
@@ -96,13 +96,13 @@ impl TaskLogs for RuntimeLogs {
 }
 
 /// Starts the task runner for `node` with `executor`, and serves its containers' logs.
-pub fn start(executor: &Option<Arc<dyn Executor>>, node: &RunningNode) -> Option<tokio::task::JoinHandle<()>> {
+pub fn start(
+    executor: &Option<Arc<dyn Executor>>,
+    node: &RunningNode,
+    logs: &LogSource,
+) -> Option<tokio::task::JoinHandle<()>> {
     let executor = executor.clone()?;
-    let logs = Arc::new(RuntimeLogs(executor.clone()));
-    match node {
-        RunningNode::Manager(m) => m.log_source.set(logs),
-        RunningNode::Worker(w) => w.log_source.set(logs),
-    }
+    logs.set(Arc::new(RuntimeLogs(executor.clone())));
     let dispatcher: Arc<dyn Dispatcher> = match node {
         RunningNode::Manager(m) => Arc::new(LocalDispatcher(m.clone())),
         RunningNode::Worker(w) => Arc::new(RemoteDispatcher(w.clone())),

@@ -288,8 +288,11 @@ async fn certificates_renew_before_expiry_and_an_expired_one_is_refused() {
     std::fs::copy(tls("node.key"), &old_key).unwrap();
     let old_pem = std::fs::read_to_string(&old_cert).unwrap();
     let not_after = {
-        let cert =
-            shoal_registry::tls::NodeCert { ca_pem: String::new(), cert_pem: old_pem.clone(), key_pem: String::new() };
+        let cert = shoal_registry::pki::tls::NodeCert {
+            ca_pem: String::new(),
+            cert_pem: old_pem.clone(),
+            key_pem: String::new(),
+        };
         cert.validity().unwrap().1
     };
 
@@ -339,17 +342,17 @@ async fn certificates_renew_before_expiry_and_an_expired_one_is_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_token_cannot_buy_an_existing_nodes_identity() {
-    use shoal_registry::manager::{CertificateRequest, CertificateResponse};
     use shoal_registry::rpc::RpcClient;
+    use shoal_registry::rpc::wire::{CertificateRequest, CertificateResponse};
 
     let c = Cluster::start(1, ClusterOptions::default()).await;
     let token = c.token_for(0, "worker").await;
     let nodes: Vec<serde_json::Value> = shoal_testkit::get_json(&c.nodes[0].http_addr(), "/v1/nodes").await.unwrap();
     let manager_id = u64::from_str_radix(nodes[0]["ID"].as_str().unwrap(), 16).unwrap();
     let ca = std::fs::read_to_string(c.nodes[0].data_dir.join("tls/ca.pem")).unwrap();
-    let client = RpcClient::new(shoal_registry::tls::anonymous_client_config(&ca).unwrap());
+    let client = RpcClient::new(shoal_registry::pki::tls::anonymous_client_config(&ca).unwrap());
     let ask = |id: u64| {
-        let (_, csr_pem) = shoal_registry::tls::new_csr().unwrap();
+        let (_, csr_pem) = shoal_registry::pki::tls::new_csr().unwrap();
         CertificateRequest { token: token.clone(), id, csr_pem, ip: c.nodes[0].ip.into() }
     };
     let taken: Result<CertificateResponse, shoal_registry::Error> = client

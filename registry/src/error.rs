@@ -5,12 +5,20 @@ use serde::{Deserialize, Serialize};
 /// The message every client sees when no leader can take a write (Consul's wording).
 pub const NO_LEADER: &str = "no elected cluster leader";
 
-/// Errors of registry operations. They cross the cluster RPC, so they are plain data.
+/// What a manager that is not the leader answers a leader-only request with.
+pub const NOT_LEADER: &str = "this manager is not the leader";
+
+/// Errors of registry operations. They cross the cluster RPC, so they are plain data. Callers
+/// branch on the variant (or on [`Error::is_retryable`], [`Error::is_not_leader`] ...), never on
+/// the message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum Error {
     /// No leader could be reached in time; the write was not acknowledged (it may still apply).
     #[error("{NO_LEADER}")]
     NoLeader,
+    /// This manager is not the leader: forward the request to the leader, or retry once one is elected.
+    #[error("{NOT_LEADER}")]
+    NotLeader,
     /// A temporary failure: retry later.
     #[error("{0}")]
     Unavailable(String),
@@ -37,7 +45,12 @@ pub enum Error {
 impl Error {
     /// Whether retrying the same request later may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::NoLeader | Error::Unavailable(_))
+        matches!(self, Error::NoLeader | Error::NotLeader | Error::Unavailable(_))
+    }
+
+    /// Whether the manager asked is not the leader (the request must go to the leader).
+    pub fn is_not_leader(&self) -> bool {
+        matches!(self, Error::NotLeader)
     }
 
     /// Whether the thing asked for does not exist.
@@ -48,7 +61,7 @@ impl Error {
     /// The HTTP status this error maps to.
     pub fn http_status(&self) -> u16 {
         match self {
-            Error::NoLeader | Error::Unavailable(_) => 503,
+            Error::NoLeader | Error::NotLeader | Error::Unavailable(_) => 503,
             Error::BadRequest(_) => 400,
             Error::TooLarge(_) => 413,
             Error::Forbidden(_) => 403,
@@ -56,5 +69,28 @@ impl Error {
             Error::Internal(_) => 500,
             Error::Conflict(_) => 409,
         }
+    }
+}
+
+impl From<shoal_model::Refusal> for Error {
+    fn from(r: shoal_model::Refusal) -> Self {
+        use shoal_model::RefusalKind;
+        match r.kind {
+            RefusalKind::NotFound => Error::NotFound(r.message),
+            RefusalKind::Conflict => Error::Conflict(r.message),
+            RefusalKind::Invalid => Error::BadRequest(r.message),
+        }
+    }
+}
+
+impl From<shoal_model::InvalidInput> for Error {
+    fn from(e: shoal_model::InvalidInput) -> Self {
+        Error::BadRequest(e.0)
+    }
+}
+
+impl From<shoal_model::spec::SpecError> for Error {
+    fn from(e: shoal_model::spec::SpecError) -> Self {
+        Error::BadRequest(e.0)
     }
 }

@@ -1,40 +1,34 @@
-//! Shoal's registry: the source of truth of the cluster.
+//! Shoal's registry: the replicated store and the cluster.
 //!
-//! A Raft-replicated ([openraft]) state machine with a durable log on disk ([redb]), one watch
-//! mechanism on its applied index, and the HTTP API (Shoal's own endpoints and a Consul-compatible
-//! subset). See `README.md` in this crate for the flow and the design choices.
+//! The rooms, from the ground up (a room imports only from rooms below it; `scripts/check-rooms.sh`
+//! fails CI otherwise):
+//!
+//! | room | what |
+//! |---|---|
+//! | [`error`], [`files`], [`datadir`], [`host`] | the error every room returns; JSON files, the data dir and its format; this host's resources |
+//! | [`pki`] | the cluster CA, node certificates, rustls configs, the TLS listener, the gossip key |
+//! | [`store`] | openraft glue: the redb log store, the state machine, group commit, read barrier, the watch |
+//! | [`rpc`] | the cluster-port client, its wire types, the Raft network (knows nothing of the Manager) |
+//! | [`cluster`] | the manager: Raft, the cluster port's server, joins, node table operations, demotion, liveness |
+//! | [`control`] | checked operations that then write: services, task dispatch to agents, the log source |
+//! | [`node`] | a process's life: boot, the worker, certificate renewal, the role switch |
+//!
+//! The data model ([`shoal_model`]) is below all of them. See `README.md` in this crate.
 
 // openraft's storage traits fix `StorageError` (224 bytes) as the error type; boxing it at our
 // boundaries would only add conversions.
 #![allow(clippy::result_large_err)]
 
-pub mod api;
-pub mod assignments;
-pub mod demotion;
+pub mod cluster;
+pub mod control;
+pub mod datadir;
 pub mod error;
 pub mod files;
-pub mod gossip_params;
-pub mod kv;
-pub mod listener;
-pub mod liveness;
-pub mod log_store;
-pub mod manager;
-pub mod membership;
-pub mod network;
+pub mod host;
 pub mod node;
-pub mod proposer;
-pub mod read_barrier;
+pub mod pki;
 pub mod rpc;
-pub mod service_ops;
-pub mod service_spec;
-pub mod services;
-pub mod state;
-pub mod state_machine;
-pub mod tls;
-pub mod types;
-pub mod watch;
-pub mod worker;
+pub mod store;
 
-pub use error::{Error, NO_LEADER};
-pub use manager::{Manager, ManagerConfig, ManagerStatus, StartMode};
-pub use types::{Command, CommandResult, NodeId, Role, ShoalNode, TypeConfig};
+pub use cluster::manager::{Manager, NodeConfig, NodeRow, StartMode};
+pub use error::Error;

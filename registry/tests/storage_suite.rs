@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use openraft::StorageError;
 use openraft::testing::{StoreBuilder, Suite};
-use shoal_registry::log_store::LogStore;
-use shoal_registry::state_machine::StateMachineStore;
-use shoal_registry::{NodeId, TypeConfig};
+use shoal_model::NodeId;
+use shoal_registry::store::TypeConfig;
+use shoal_registry::store::log_store::LogStore;
+use shoal_registry::store::state_machine::StateMachineStore;
 
 struct RedbBuilder;
 

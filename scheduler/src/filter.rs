@@ -2,8 +2,8 @@
 //! refusals; the [`Pipeline`] counts refusals per filter so "no suitable node" says why (swarmkit's
 //! `filter.go` / `pipeline.go`).
 
-use shoal_registry::service_spec::{ConstraintKey, ServiceSpec};
-use shoal_registry::types::{Availability, Role};
+use shoal_model::spec::{ConstraintKey, ServiceSpec};
+use shoal_model::{Availability, Role};
 
 use crate::snapshot::{NodeInfo, NodeUsage};
 
@@ -203,7 +203,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use serde_json::json;
-    use shoal_registry::service_spec::ServiceSpec;
+    use shoal_model::spec::ServiceSpec;
 
     use super::*;
 
@@ -276,12 +276,8 @@ mod tests {
         let mem = spec(json!({"Resources": {"Reservations": {"MemoryBytes": 600u64 << 20}}}));
         let cpu = spec(json!({"Resources": {"Reservations": {"NanoCPUs": 1_500_000_000u64}}}));
         let mut ports = spec(json!({}));
-        ports.ports = vec![shoal_registry::service_spec::Port {
-            protocol: "tcp".into(),
-            target: 80,
-            published: 8080,
-            host_mode: true,
-        }];
+        ports.ports =
+            vec![shoal_model::spec::Port { protocol: "tcp".into(), target: 80, published: 8080, host_mode: true }];
         let mut max = spec(json!({}));
         max.max_replicas_per_node = 2;
         let used = |f: fn(&mut NodeUsage)| {

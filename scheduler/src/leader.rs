@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use shoal_model::Command;
+use shoal_model::services::{ServiceCommand, rfc3339};
 use shoal_registry::Manager;
-use shoal_registry::services::{ServiceCommand, rfc3339};
-use shoal_registry::types::Command;
 
 use crate::orchestrator::{IdSource, reconcile};
 use crate::plan::{Decision, plan};
@@ -18,7 +18,7 @@ pub struct RandomIds;
 
 impl IdSource for RandomIds {
     fn next_id(&mut self) -> String {
-        shoal_registry::service_ops::new_object_id()
+        shoal_registry::control::services::new_object_id()
     }
 }
 
@@ -52,7 +52,7 @@ pub async fn tick(manager: &Manager) -> Result<(usize, Option<u64>), shoal_regis
         if node_id.is_none()
             && before
                 .as_ref()
-                .is_some_and(|(state, msg)| *state == shoal_registry::services::TaskState::Pending && *msg == message)
+                .is_some_and(|(state, msg)| *state == shoal_model::services::TaskState::Pending && *msg == message)
         {
             continue;
         }

@@ -17,11 +17,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use shoal_registry::service_spec::{Mode, RestartCondition, ServiceSpec};
-use shoal_registry::services::{
+use shoal_model::services::{
     NewTask, ServiceCommand, ServiceRecord, ServiceTables, TaskRecord, TaskState, rfc3339, unix_ms,
 };
-use shoal_registry::types::{Availability, NodeId};
+use shoal_model::spec::{Mode, RestartCondition, ServiceSpec};
+use shoal_model::{Availability, NodeId};
 
 use crate::filter::{Available, Constraints, Filter};
 use crate::plan::TaskToPlace;

@@ -12,8 +12,8 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
-use shoal_registry::service_spec::ServiceSpec;
-use shoal_registry::types::NodeId;
+use shoal_model::NodeId;
+use shoal_model::spec::ServiceSpec;
 
 use crate::filter::{Filter, Pipeline, Refusals};
 use crate::snapshot::{NodeUsage, Snapshot};

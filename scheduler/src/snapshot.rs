@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use shoal_registry::types::{Availability, NodeId, Role};
+use shoal_model::{Availability, NodeId, Role};
 
 /// One node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +52,7 @@ pub struct Snapshot {
 
 impl NodeUsage {
     /// Counts one more task of `service_id` (so later tasks of the same plan see it).
-    pub fn add(&mut self, service_id: &str, spec: &shoal_registry::service_spec::ServiceSpec) {
+    pub fn add(&mut self, service_id: &str, spec: &shoal_model::spec::ServiceSpec) {
         self.tasks += 1;
         *self.per_service.entry(service_id.to_string()).or_default() += 1;
         self.nano_cpus += spec.reserve_nano_cpus;
@@ -67,10 +67,10 @@ impl Snapshot {
     /// The scheduler's view of the registry: ready/active nodes with their capacity, and what
     /// every live task (desired running, not ended) already takes on its node.
     pub fn from_state(
-        nodes: &BTreeMap<NodeId, shoal_registry::types::NodeRecord>,
-        tables: &shoal_registry::services::ServiceTables,
+        nodes: &BTreeMap<NodeId, shoal_model::NodeRecord>,
+        tables: &shoal_model::services::ServiceTables,
     ) -> Snapshot {
-        use shoal_registry::services::TaskState;
+        use shoal_model::services::TaskState;
         let infos = nodes
             .values()
             .map(|n| NodeInfo {
@@ -78,18 +78,18 @@ impl Snapshot {
                 hostname: n.name.clone(),
                 role: n.role,
                 labels: n.labels.clone(),
-                ready: n.status == shoal_registry::types::NodeStatus::Ready,
+                ready: n.status == shoal_model::NodeStatus::Ready,
                 availability: n.availability,
                 nano_cpus: u64::from(n.resources.cpus) * 1_000_000_000,
                 memory: n.resources.memory_bytes,
             })
             .collect();
-        let specs: HashMap<&str, shoal_registry::service_spec::ServiceSpec> = tables
+        let specs: HashMap<&str, shoal_model::spec::ServiceSpec> = tables
             .services
             .values()
             .filter_map(|s| {
                 let v = serde_json::from_str(&s.spec).ok()?;
-                Some((s.id.as_str(), shoal_registry::service_spec::ServiceSpec::parse(&v).ok()?))
+                Some((s.id.as_str(), shoal_model::spec::ServiceSpec::parse(&v).ok()?))
             })
             .collect();
         let mut usage: HashMap<NodeId, NodeUsage> = HashMap::new();

@@ -9,10 +9,10 @@
 
 use std::collections::BTreeMap;
 
-use shoal_registry::service_spec::{FailureAction, ServiceSpec};
-use shoal_registry::services::{
+use shoal_model::services::{
     NewTask, ServiceCommand, ServiceRecord, TaskRecord, TaskState, UpdateStatus, rfc3339, unix_ms,
 };
+use shoal_model::spec::{FailureAction, ServiceSpec};
 
 use crate::orchestrator::{IdSource, Reconciliation, live};
 

@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use shoal_registry::service_spec::ServiceSpec;
-use shoal_registry::types::{Availability, NodeId, Role};
+use shoal_model::spec::ServiceSpec;
+use shoal_model::{Availability, NodeId, Role};
 use shoal_scheduler::{Decision, NodeInfo, Snapshot, TaskToPlace, plan};
 
 fn node(id: NodeId, f: impl FnOnce(&mut NodeInfo)) -> NodeInfo {

@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
-use shoal_registry::services::{ServiceCommand, ServiceTables, TaskState, TaskStatus, rfc3339};
-use shoal_registry::types::CommandResult;
-use shoal_registry::types::{Availability, NodeId, NodeRecord, NodeStatus, Resources, Role};
+use shoal_model::CommandResult;
+use shoal_model::services::{ServiceCommand, ServiceTables, TaskState, TaskStatus, rfc3339};
+use shoal_model::{Availability, NodeId, NodeRecord, NodeStatus, Resources, Role};
 use shoal_scheduler::orchestrator::{IdSource, reconcile};
 use shoal_scheduler::{Decision, Snapshot, plan};
 
@@ -141,7 +141,7 @@ impl Sim {
     }
 
     /// The image of the spec version a task was made from.
-    fn image_of(&self, t: &shoal_registry::services::TaskRecord) -> String {
+    fn image_of(&self, t: &shoal_model::services::TaskRecord) -> String {
         let spec = self.tables.services.get(&t.service_id).and_then(|s| s.spec_history.get(&t.spec_version));
         let v: Value = spec.and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default();
         v["TaskTemplate"]["ContainerSpec"]["Image"].as_str().unwrap_or_default().to_string()
@@ -260,7 +260,7 @@ fn a_failing_task_follows_its_restart_policy() {
     let tasks: Vec<_> = sim.tables.tasks.values().filter(|t| t.service_id == web).collect();
     assert_eq!(tasks.len(), 3, "the first run and 2 restarts, then it stays down: {tasks:?}");
     assert!(tasks.iter().all(|t| t.status.state == TaskState::Failed));
-    let times: Vec<u64> = tasks.iter().map(|t| shoal_registry::services::unix_ms(&t.created_at).unwrap()).collect();
+    let times: Vec<u64> = tasks.iter().map(|t| shoal_model::services::unix_ms(&t.created_at).unwrap()).collect();
     assert!(times.windows(2).all(|w| w[1] - w[0] >= 1000), "restarts wait the delay: {times:?}");
 
     // Condition none: never restarted.

@@ -41,7 +41,7 @@ fn write(path: &Path, body: &str, mode: u32) -> Result<()> {
 
 pub async fn run(addr: &str, cmd: CertCmd) -> Result<()> {
     let CertCmd::Client(args) = cmd;
-    let (key_pem, csr_pem) = shoal_registry::tls::new_csr().map_err(anyhow::Error::new)?;
+    let (key_pem, csr_pem) = shoal_registry::pki::tls::new_csr().map_err(anyhow::Error::new)?;
     let body = serde_json::json!({ "Csr": csr_pem, "Name": args.name });
     let answer = ApiClient::new(addr)?
         .send(Method::POST, "/v1/cluster/client-cert", Some(serde_json::to_vec(&body)?))

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result, bail};
 use clap::{Subcommand, ValueEnum};
 use reqwest::Method;
-use shoal_registry::ManagerStatus;
+use shoal_registry::NodeRow;
 
 use super::Format;
 use crate::client::{ApiClient, encode_key};
@@ -69,7 +69,7 @@ pub async fn run(addr: &str, cmd: NodeCmd) -> Result<()> {
     let api = ApiClient::new(addr)?;
     match cmd {
         NodeCmd::Ls { format } => {
-            let nodes: Vec<ManagerStatus> = api.get_json("/v1/nodes").await?.unwrap_or_default();
+            let nodes: Vec<NodeRow> = api.get_json("/v1/nodes").await?.unwrap_or_default();
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&nodes)?),
                 Format::Table => {
@@ -95,7 +95,7 @@ pub async fn run(addr: &str, cmd: NodeCmd) -> Result<()> {
             }
         }
         NodeCmd::Inspect { node } => {
-            let row: ManagerStatus = api
+            let row: NodeRow = api
                 .get_json(&format!("/v1/nodes/{}", encode_key(&node)))
                 .await?
                 .with_context(|| format!("no such node: {node}"))?;
@@ -126,12 +126,12 @@ pub async fn run(addr: &str, cmd: NodeCmd) -> Result<()> {
         NodeCmd::Promote { node, detach } => {
             let path = format!("/v1/nodes/{}/promote", encode_key(&node));
             let body = api.send(Method::POST, &path, None).await?.with_context(|| format!("no such node: {node}"))?;
-            let row: ManagerStatus = serde_json::from_slice(&body).context("unexpected answer")?;
+            let row: NodeRow = serde_json::from_slice(&body).context("unexpected answer")?;
             if !detach {
                 // Converged when the leader lists it as a reachable manager.
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
                 loop {
-                    let nodes: Vec<ManagerStatus> = api.get_json("/v1/nodes").await?.unwrap_or_default();
+                    let nodes: Vec<NodeRow> = api.get_json("/v1/nodes").await?.unwrap_or_default();
                     if nodes.iter().any(|n| n.id == row.id && n.manager_status == "Reachable") {
                         break;
                     }

@@ -1,0 +1,227 @@
+//! A worker node: it holds a worker certificate, keeps no cluster state and reports liveness to the
+//! managers with a heartbeat over the cluster RPC. (Running tasks arrives with the agent; gossip
+//! liveness with the gossip crate.)
+//!
+//! Its HTTP API refuses every request with a message naming a manager's API to use instead.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::cluster::manager::NodeConfig;
+use crate::datadir::NodeIdentity;
+use crate::error::Error;
+use crate::pki::tls::{LiveCert, NodeCert};
+use crate::rpc::wire::{Heartbeat, ManagerList};
+use crate::rpc::{RpcClient, RpcError};
+use shoal_model::NodeId;
+
+/// How often a worker reports to the managers.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A running worker.
+pub struct Worker {
+    /// Node ID.
+    pub id: NodeId,
+    /// Identity and addresses.
+    pub identity: NodeIdentity,
+    rpc: RpcClient,
+    managers: Mutex<ManagerList>,
+    data_dir: std::path::PathBuf,
+    /// Set when the cluster refuses this node for good (e.g. it was removed).
+    stopped: tokio::sync::watch::Sender<Option<String>>,
+    /// Set, with a manager certificate, when the node was promoted.
+    promoted: tokio::sync::watch::Sender<Option<(NodeCert, String)>>,
+    cert: LiveCert,
+}
+
+impl Worker {
+    /// Starts the heartbeat. `first` is the manager the node joined through (none on a restart:
+    /// the managers come from the data dir).
+    pub(crate) async fn launch(
+        config: NodeConfig,
+        identity: NodeIdentity,
+        cert: NodeCert,
+        first: Option<String>,
+    ) -> Result<Arc<Worker>, Error> {
+        let dir = config.data_dir.clone();
+        let live = LiveCert::new(cert.clone())?;
+        let rpc = RpcClient::bound(live.client_config()?, Some(config.bind_ip));
+        let live = live.clone();
+        let known = match first {
+            Some(addr) => ManagerList { managers: vec![(addr, String::new())], role: shoal_model::Role::Worker },
+            None => load_managers(&dir),
+        };
+        let worker = Arc::new(Worker {
+            id: identity.id,
+            identity: identity.clone(),
+            rpc,
+            managers: Mutex::new(known),
+            data_dir: dir.clone(),
+            stopped: tokio::sync::watch::channel(None).0,
+            promoted: tokio::sync::watch::channel(None).0,
+            cert: live,
+        });
+        // The first heartbeat registers the node; a join is complete only when it is accepted.
+        worker.beat().await?;
+        cert.save(&dir)?;
+        identity.save(&dir)?;
+        let w = worker.clone();
+        tokio::spawn(async move { w.heartbeat_loop().await });
+        Ok(worker)
+    }
+
+    async fn beat(&self) -> Result<(), Error> {
+        if self.promoted.borrow().is_some() {
+            return Ok(());
+        }
+        let hb = Heartbeat {
+            id: self.id,
+            name: self.identity.name.clone(),
+            cluster_addr: self.identity.cluster_addr.clone(),
+            http_addr: self.identity.http_addr.clone(),
+            resources: crate::host::resources(),
+        };
+        let targets: Vec<String> =
+            self.managers.lock().expect("managers lock").managers.iter().map(|m| m.0.clone()).collect();
+        let mut last = Error::NoLeader;
+        for addr in targets {
+            let res: Result<Result<ManagerList, Error>, RpcError> =
+                self.rpc.call(&addr, "/cluster/heartbeat", &hb, Duration::from_secs(3)).await;
+            match res {
+                Ok(Ok(list)) if !list.managers.is_empty() => {
+                    if list.role == shoal_model::Role::Manager && self.promoted.borrow().is_none() {
+                        self.become_manager(&addr).await?;
+                    }
+                    let changed = {
+                        let mut known = self.managers.lock().expect("managers lock");
+                        let changed = known.managers != list.managers;
+                        *known = list;
+                        changed
+                    };
+                    if changed {
+                        self.save_managers();
+                    }
+                    return Ok(());
+                }
+                Ok(Ok(_)) => last = Error::NoLeader,
+                Ok(Err(e)) if !e.is_retryable() => return Err(e),
+                Err(RpcError::Unknown { msg, .. }) if msg.starts_with("403") => return Err(Error::Forbidden(msg)),
+                Ok(Err(e)) => last = e,
+                Err(e) => last = Error::Unavailable(e.to_string()),
+            }
+        }
+        Err(last)
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>) {
+        tracing::info!("registered with the managers");
+        loop {
+            tokio::time::sleep(HEARTBEAT_INTERVAL).await;
+            match self.beat().await {
+                Ok(()) => {}
+                // Refused for good (removed from the cluster): stop instead of knocking forever.
+                Err(e @ Error::Forbidden(_)) => {
+                    tracing::error!(error = %e, "the cluster refuses this node; stopping");
+                    self.stopped.send_replace(Some(e.to_string()));
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "heartbeat to the managers failed"),
+            }
+        }
+    }
+
+    /// Promotion: get a manager certificate (the node table now says manager) and hand it over.
+    async fn become_manager(&self, via: &str) -> Result<(), Error> {
+        let (key_pem, csr_pem) = crate::pki::tls::new_csr()?;
+        let ip = self
+            .identity
+            .cluster_addr
+            .parse::<std::net::SocketAddr>()
+            .map(|a| a.ip())
+            .map_err(|e| Error::Internal(format!("bad advertised address: {e}")))?;
+        let req = crate::rpc::wire::RenewRequest { csr_pem, ip };
+        let res: Result<Result<String, Error>, RpcError> =
+            self.rpc.call(via, "/cluster/renew", &req, Duration::from_secs(10)).await;
+        let cert_pem = res.map_err(|e| Error::Unavailable(e.to_string()))??;
+        let cert = NodeCert { ca_pem: self.cert.current().ca_pem, cert_pem, key_pem };
+        tracing::info!("promoted to manager: got a manager certificate, joining Raft");
+        self.promoted.send_replace(Some((cert, via.to_string())));
+        Ok(())
+    }
+
+    /// Resolves when the node was promoted, with its manager certificate and a manager to join through.
+    pub async fn promoted(&self) -> (NodeCert, String) {
+        let mut rx = self.promoted.subscribe();
+        match rx.wait_for(Option::is_some).await {
+            Ok(p) => p.clone().expect("checked"),
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// Resolves when the cluster has refused this node for good, with the reason.
+    pub async fn stopped(&self) -> String {
+        let mut rx = self.stopped.subscribe();
+        match rx.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// Asks the managers (the first that answers) for this node's assignments after `index`.
+    pub async fn assignments(&self, index: u64, wait: Duration) -> Result<crate::rpc::wire::Assignments, Error> {
+        let req = crate::rpc::wire::AssignmentsRequest { index, wait_ms: wait.as_millis() as u64 };
+        self.call_managers("/cluster/assignments", &req, wait + Duration::from_secs(5)).await
+    }
+
+    /// Reports task statuses to the managers.
+    pub async fn report_status(&self, updates: Vec<(String, shoal_model::services::TaskStatus)>) -> Result<(), Error> {
+        let r: Result<(), Error> =
+            self.call_managers("/cluster/task-status", &updates, Duration::from_secs(10)).await?;
+        r
+    }
+
+    async fn call_managers<Req: Serialize, Resp: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, Error> {
+        let targets: Vec<String> =
+            self.managers.lock().expect("managers lock").managers.iter().map(|m| m.0.clone()).collect();
+        let mut last = Error::NoLeader;
+        for addr in targets {
+            match self.rpc.call::<Req, Resp>(&addr, path, req, timeout).await {
+                Ok(r) => return Ok(r),
+                Err(e) => last = Error::Unavailable(e.to_string()),
+            }
+        }
+        Err(last)
+    }
+
+    /// A manager's HTTP API address to point clients at.
+    pub fn manager_api(&self) -> Option<String> {
+        self.managers.lock().expect("managers lock").managers.iter().map(|m| m.1.clone()).find(|a| !a.is_empty())
+    }
+
+    /// The TLS config of this worker's API with `--http-tls` (client certificates required).
+    pub fn api_tls_config(&self) -> Result<Arc<rustls::ServerConfig>, Error> {
+        self.cert.api_server_config()
+    }
+}
+
+fn load_managers(dir: &std::path::Path) -> ManagerList {
+    // A restarted worker finds the managers through the addresses it last heard of.
+    std::fs::read(dir.join("managers.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+impl Worker {
+    /// Remembers the managers in the data dir, for restarts.
+    fn save_managers(&self) {
+        let list = self.managers.lock().expect("managers lock").clone();
+        if let Ok(b) = serde_json::to_vec(&list) {
+            let _ = std::fs::write(self.data_dir.join("managers.json"), b);
+        }
+    }
+}
