@@ -10,6 +10,8 @@ profile=default
 [ "${CI:-}" = "true" ] && profile=ci
 
 cargo fmt --all --check
+# The walls between crates and between the rooms of registry/ (no upward import, no cycle).
+python3 scripts/check-rooms.py
 cargo build --workspace --all-targets --locked
 # The shoal:local image (a static shoal in a FROM scratch image) that the end-to-end tests run on the
 # local Docker engine. The dev profile builds ~3x faster than release from cold; whoami needs no speed.

@@ -57,30 +57,13 @@ impl Query {
     pub fn duration(&self, name: &str) -> Result<Option<Duration>, Error> {
         match self.get(name) {
             None => Ok(None),
-            Some(v) => parse_duration(v).map(Some).ok_or_else(|| {
+            Some(v) => shoal_model::duration::parse(v).map(Some).ok_or_else(|| {
                 Error::BadRequest(format!(
                     "invalid value for ?{name}: {v:?} (use a number with a unit: 500ms, 10s, 5m)"
                 ))
             }),
         }
     }
-}
-
-/// Parses `500ms`, `10s`, `1.5s`, `5m`, `1h`.
-pub fn parse_duration(v: &str) -> Option<Duration> {
-    let split = v.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-    let (num, unit) = v.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let secs = match unit {
-        "ns" => n / 1e9,
-        "us" | "µs" => n / 1e6,
-        "ms" => n / 1e3,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return None,
-    };
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
 }
 
 /// How fresh a read must be.
@@ -133,25 +116,6 @@ impl ReadOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        let cases: &[(&str, Option<Duration>)] = &[
-            ("500ms", Some(Duration::from_millis(500))),
-            ("10s", Some(Duration::from_secs(10))),
-            ("1.5s", Some(Duration::from_millis(1500))),
-            ("5m", Some(Duration::from_secs(300))),
-            ("1h", Some(Duration::from_secs(3600))),
-            ("10", None),
-            ("s", None),
-            ("-1s", None),
-            ("10x", None),
-            ("", None),
-        ];
-        for (input, want) in cases {
-            assert_eq!(parse_duration(input), *want, "case {input:?}");
-        }
-    }
 
     #[test]
     fn flags() {

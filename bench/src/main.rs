@@ -106,16 +106,15 @@ struct KvArgs {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
+    // The benchmark's flags take ms, s or m, and a bare number of seconds; the reading itself is
+    // the workspace's one duration reader.
     let s = s.trim();
     let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| s.split_at(i));
-    let n: f64 = num.parse().map_err(|_| format!("{s:?}: expected a duration such as 10s or 500ms"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s or m)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+    if !matches!(unit, "ms" | "s" | "m") {
+        return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s or m)"));
+    }
+    shoal_model::duration::parse(&format!("{num}{unit}"))
+        .ok_or_else(|| format!("{s:?}: expected a duration such as 10s or 500ms"))
 }
 
 fn main() -> Result<()> {

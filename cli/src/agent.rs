@@ -123,35 +123,18 @@ fn parse_range(s: &str) -> Result<(Duration, Duration)> {
 
 fn parse_expiry(s: &str) -> Result<Duration> {
     let bad = || anyhow::anyhow!("--cert-expiry {s:?}: use a number with a unit: 90d, 2160h, 30m, 45s (at least 10s)");
-    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return Err(bad()),
-    };
-    if secs < 10 {
-        return Err(bad());
+    match shoal_model::duration::parse(s) {
+        Some(d) if d >= Duration::from_secs(10) => Ok(d),
+        _ => Err(bad()),
     }
-    Ok(Duration::from_secs(secs))
 }
 
 fn parse_window(s: &str) -> Result<Duration> {
     let bad = || anyhow::anyhow!("--down-window {s:?}: use a duration such as 5s or 1500ms (at least 500ms)");
-    let d = if let Some(ms) = s.strip_suffix("ms") {
-        Duration::from_millis(ms.parse().map_err(|_| bad())?)
-    } else if let Some(secs) = s.strip_suffix('s') {
-        Duration::from_secs(secs.parse().map_err(|_| bad())?)
-    } else {
-        return Err(bad());
-    };
-    if d < Duration::from_millis(500) {
-        return Err(bad());
+    match shoal_model::duration::parse(s) {
+        Some(d) if d >= Duration::from_millis(500) => Ok(d),
+        _ => Err(bad()),
     }
-    Ok(d)
 }
 
 fn config(data_dir: PathBuf, net: &NetArgs) -> Result<NodeConfig> {

@@ -34,6 +34,8 @@ mod tests {
             ("10s", Some(Duration::from_secs(10))),
             ("1.5s", Some(Duration::from_millis(1500))),
             ("1.5m", Some(Duration::from_secs(90))),
+            ("5m", Some(Duration::from_secs(300))),
+            ("1h", Some(Duration::from_secs(3600))),
             ("2h", Some(Duration::from_secs(7200))),
             ("90d", Some(Duration::from_secs(90 * 86_400))),
             ("250us", Some(Duration::from_micros(250))),

@@ -65,17 +65,28 @@ pub async fn tick(manager: &Manager) -> Result<(usize, Option<u64>), shoal_regis
     Ok((n, r.wake_at))
 }
 
-/// Runs until the manager stops: acts only while this node leads.
+/// How long one wait on the watch lasts when nothing is due: as a blocking query's `?wait=`, the
+/// loop then looks again (it is how a stopped manager's loop notices it should end).
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// Runs until the manager stops: acts only while this node leads. It never polls: a follower
+/// waits for Raft's metrics to say it leads, a leader for the applied index to move (every
+/// change, node liveness included, is a write) or for the earliest restart delay or update step
+/// the reconciliation asked to be woken for.
 pub async fn run(manager: Arc<Manager>) {
     let watch = manager.view().watch();
+    let mut metrics = manager.raft.metrics();
     let mut seen = 0;
     loop {
         if !manager.is_leader() {
-            if manager.raft.metrics().borrow().running_state.is_err() {
-                return;
+            let id = manager.id;
+            let leads_or_stopped = metrics
+                .wait_for(|m| m.running_state.is_err() || (m.current_leader == Some(id) && m.state.is_leader()))
+                .await;
+            match leads_or_stopped {
+                Ok(m) if m.running_state.is_ok() => continue,
+                _ => return,
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
         }
         let wake_at = match tick(&manager).await {
             Ok((_, wake_at)) => wake_at,
@@ -85,10 +96,8 @@ pub async fn run(manager: Arc<Manager>) {
                 None
             }
         };
-        // Sleep until something is applied, a restart delay ends, or a periodic look (node
-        // liveness changes arrive as writes too, so this is only a safety net).
-        let until = wake_at.map_or(Duration::from_secs(2), |at| Duration::from_millis(at.saturating_sub(now_ms())));
-        let deadline = tokio::time::Instant::now() + until.min(Duration::from_secs(2));
+        let until = wake_at.map_or(MAX_WAIT, |at| Duration::from_millis(at.saturating_sub(now_ms())));
+        let deadline = tokio::time::Instant::now() + until.min(MAX_WAIT);
         seen = watch.wait_past(seen.max(watch.index()), deadline).await;
     }
 }

@@ -6,7 +6,7 @@
 //!  HTTP API ──write──▶ Manager::write ──(follower)── cluster RPC /cluster/write ──▶ leader
 //!                          │ (leader)
 //!                          ▼
-//!                  raft.client_write ──▶ LogStore (group commit, fsync) ──▶ quorum ──▶ StateMachine
+//!                  Proposer (group commit) ──▶ raft.client_write ──▶ LogStore (fsync) ──▶ quorum ──▶ StateMachine
 //!                                                                                         │
 //!  HTTP API ◀──blocking query── IndexWatch ◀──────────────── applied index ───────────────┘
 //! ```
