@@ -5,6 +5,7 @@
 //! Every read answers with `X-Consul-Index`, `X-Consul-KnownLeader` and `X-Consul-LastContact`,
 //! errors included, because Consul clients parse them on every response. See `README.md`.
 
+pub mod client;
 pub mod consul;
 pub mod docker;
 pub mod logs;

@@ -25,6 +25,8 @@ use shoal_model::NodeId;
 use shoal_registry::Error;
 use shoal_registry::cluster::manager::Manager;
 use shoal_registry::control::logs::{Lines, LogSource};
+
+use crate::client::{ApiClient, ClientError, ClientOptions};
 use shoal_registry::control::services::resolve;
 
 /// Query of both log routes (Docker's names).
@@ -171,40 +173,22 @@ async fn remote_lines(
     tail: Option<u64>,
 ) -> Lines {
     let tail = tail.map_or_else(|| "all".to_string(), |n| n.to_string());
-    let path = format!("{http_addr}/v1/agent/task-logs/{task}?follow={follow}&tail={tail}");
+    let path = format!("/v1/agent/task-logs/{task}?follow={follow}&tail={tail}");
     let get = |tls: Option<rustls::ClientConfig>| {
-        let (token, path) = (token.clone(), path.clone());
-        async move {
-            let mut builder = reqwest::Client::builder().no_proxy().connect_timeout(std::time::Duration::from_secs(5));
-            let scheme = match tls {
-                Some(tls) => {
-                    builder = builder.tls_backend_preconfigured(tls);
-                    "https"
-                }
-                None => "http",
-            };
-            let mut req = builder.build()?.get(format!("{scheme}://{path}"));
-            if let Some(t) = token {
-                req = req.header("X-Consul-Token", t);
-            }
-            req.send().await
-        }
+        let options = ClientOptions { timeout: None, tls, token: token.clone() };
+        let path = path.clone();
+        async move { ApiClient::with_options(http_addr, options)?.stream(&path).await }
     };
     let answer = match get(None).await {
         // Connected, but the answer was no HTTP: the API speaks TLS.
-        Err(e) if !e.is_connect() && tls.is_some() => get(tls).await,
+        Err(ClientError::Transport { .. }) if tls.is_some() => get(tls).await,
         other => other,
     };
-    let failed = |why: String| -> Lines {
-        Box::pin(futures::stream::iter([("stderr", format!("(no log from {http_addr}: {why})"))]))
-    };
     let resp = match answer {
-        Ok(r) if r.status().is_success() => r,
-        Ok(r) => {
-            let status = r.status();
-            return failed(format!("{status}: {}", r.text().await.unwrap_or_default().trim()));
+        Ok(r) => r,
+        Err(e) => {
+            return Box::pin(futures::stream::iter([("stderr", format!("(no log from {http_addr}: {e})"))]));
         }
-        Err(e) => return failed(e.to_string()),
     };
     // Bytes arrive in any chunking: split them into lines.
     let stream = futures::stream::unfold((resp.bytes_stream(), Vec::<u8>::new()), |(mut body, mut buf)| async move {

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use base64::Engine;
+use reqwest::Method;
 use serde::Deserialize;
+use shoal_api::client::{ApiClient, ClientOptions};
 
 /// A KV entry as the API returns it.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -39,8 +41,7 @@ pub enum KvError {
 /// A KV client on one node.
 #[derive(Clone)]
 pub struct KvClient {
-    base: String,
-    http: reqwest::Client,
+    api: ApiClient,
 }
 
 /// A GET's answer with its headers.
@@ -66,23 +67,24 @@ impl KvClient {
 
     /// A client with its own request timeout.
     pub fn with_timeout(addr: &str, timeout: Duration) -> Self {
-        let http = crate::http_client_builder().timeout(timeout).build().expect("client");
-        Self { base: format!("http://{addr}"), http }
+        crate::install_crypto_provider();
+        let options = ClientOptions { timeout: Some(timeout), ..ClientOptions::default() };
+        Self { api: ApiClient::with_options(addr, options).expect("client") }
     }
 
     /// PUT; `Ok(true|false)` as the API said.
     pub async fn put(&self, key: &str, value: &[u8], query: &str) -> Result<bool, KvError> {
-        self.write(self.http.put(format!("{}/v1/kv/{key}?{query}", self.base)).body(value.to_vec())).await
+        self.write(Method::PUT, &format!("/v1/kv/{key}?{query}"), Some(value.to_vec())).await
     }
 
     /// DELETE with `query`.
     pub async fn delete(&self, key: &str, query: &str) -> Result<bool, KvError> {
-        self.write(self.http.delete(format!("{}/v1/kv/{key}?{query}", self.base))).await
+        self.write(Method::DELETE, &format!("/v1/kv/{key}?{query}"), None).await
     }
 
     /// Sends a KV write and decodes Consul's `true`/`false` answer.
-    async fn write(&self, req: reqwest::RequestBuilder) -> Result<bool, KvError> {
-        let r = req.send().await.map_err(|e| KvError::Transport(e.to_string()))?;
+    async fn write(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<bool, KvError> {
+        let r = self.api.request(method, path, body).await.map_err(|e| KvError::Transport(e.to_string()))?;
         let status = r.status().as_u16();
         let text = r.text().await.map_err(|e| KvError::Transport(e.to_string()))?;
         if status != 200 {
@@ -94,9 +96,8 @@ impl KvClient {
     /// GET with `query`; a 404 is a `Read` with no pairs.
     pub async fn read(&self, key: &str, query: &str) -> Result<Read, KvError> {
         let r = self
-            .http
-            .get(format!("{}/v1/kv/{key}?{query}", self.base))
-            .send()
+            .api
+            .request(Method::GET, &format!("/v1/kv/{key}?{query}"), None)
             .await
             .map_err(|e| KvError::Transport(e.to_string()))?;
         let status = r.status().as_u16();

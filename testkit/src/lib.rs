@@ -340,18 +340,21 @@ impl Drop for Cluster {
 /// workspace (the cluster port speaks mutual TLS), so the process-wide crypto provider is installed
 /// first, as every Shoal binary does.
 pub fn http_client_builder() -> reqwest::ClientBuilder {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    install_crypto_provider();
     reqwest::Client::builder().no_proxy()
 }
 
-/// GETs JSON from `http://addr{path}`; `None` on any failure.
+/// Installs the process-wide rustls crypto provider (ring), as every Shoal binary does. Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// GETs JSON from `http://addr{path}` through the API's client; `None` on any failure.
 pub async fn get_json<T: serde::de::DeserializeOwned>(addr: &str, path: &str) -> Option<T> {
-    let client = http_client_builder().timeout(Duration::from_secs(2)).build().ok()?;
-    let r = client.get(format!("http://{addr}{path}")).send().await.ok()?;
-    if !r.status().is_success() {
-        return None;
-    }
-    r.json().await.ok()
+    install_crypto_provider();
+    let options = shoal_api::client::ClientOptions { timeout: Some(Duration::from_secs(2)), ..Default::default() };
+    let client = shoal_api::client::ApiClient::with_options(addr, options).ok()?;
+    client.get_json(path).await.ok().flatten()
 }
 
 /// Removes every container and network on the local Docker engine labelled with one of these
