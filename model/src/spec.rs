@@ -279,6 +279,12 @@ pub fn check_mounts(mounts: &Value) -> Result<(), SpecError> {
 }
 
 impl ServiceSpec {
+    /// Reads and checks a stored spec (the JSON text a service record keeps verbatim).
+    pub fn from_text(text: &str) -> Result<Self, SpecError> {
+        let value: Value = serde_json::from_str(text).map_err(|e| SpecError(format!("the spec is not JSON: {e}")))?;
+        Self::parse(&value)
+    }
+
     /// Reads and checks a Docker `ServiceSpec` JSON document.
     pub fn parse(spec: &Value) -> Result<Self, SpecError> {
         if !spec.is_object() {

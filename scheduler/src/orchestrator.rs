@@ -67,8 +67,7 @@ pub fn reconcile(tables: &ServiceTables, nodes: &[NodeInfo], now_ms: u64, ids: &
         }
     }
     for service in tables.services.values() {
-        let Ok(value) = serde_json::from_str::<serde_json::Value>(&service.spec) else { continue };
-        let Ok(spec) = ServiceSpec::parse(&value) else { continue };
+        let Ok(spec) = ServiceSpec::from_text(&service.spec) else { continue };
         let spec = Arc::new(spec);
         let tasks = tasks_of.remove(service.id.as_str()).unwrap_or_default();
         match spec.mode {

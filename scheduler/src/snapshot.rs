@@ -87,10 +87,7 @@ impl Snapshot {
         let specs: HashMap<&str, shoal_model::spec::ServiceSpec> = tables
             .services
             .values()
-            .filter_map(|s| {
-                let v = serde_json::from_str(&s.spec).ok()?;
-                Some((s.id.as_str(), shoal_model::spec::ServiceSpec::parse(&v).ok()?))
-            })
+            .filter_map(|s| Some((s.id.as_str(), shoal_model::spec::ServiceSpec::from_text(&s.spec).ok()?)))
             .collect();
         let mut usage: HashMap<NodeId, NodeUsage> = HashMap::new();
         for t in tables.tasks.values() {

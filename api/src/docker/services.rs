@@ -112,8 +112,7 @@ pub fn service_status(s: &ServiceRecord, tasks: &[&TaskRecord]) -> (u64, u64, u6
     let running =
         tasks.iter().filter(|t| t.status.state == TaskState::Running && t.desired == TaskState::Running).count();
     let completed = tasks.iter().filter(|t| t.status.state == TaskState::Complete).count();
-    let spec = spec_value(&s.spec);
-    let desired = match shoal_model::spec::ServiceSpec::parse(&spec).ok().and_then(|p| p.replicas()) {
+    let desired = match shoal_model::spec::ServiceSpec::from_text(&s.spec).ok().and_then(|p| p.replicas()) {
         Some(n) => n,
         None => tasks.iter().filter(|t| t.desired == TaskState::Running).count() as u64,
     };
