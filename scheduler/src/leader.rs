@@ -1,13 +1,64 @@
 //! The control loop on the Raft leader: woken by the registry's watch (or a restart delay that
 //! ends), it reconciles, plans and writes the result back in one batched Raft command. It never
-//! opens a socket: it reads the registry's state and writes through `Manager::write`.
+//! opens a socket: it reads the registry's state and writes through the small [`Registry`] trait,
+//! which the registry's `Manager` implements (this file is the only one of the crate that knows it).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use shoal_model::Command;
 use shoal_model::services::{ServiceCommand, rfc3339};
+use shoal_model::{Command, CommandResult, State};
 use shoal_registry::Manager;
+use tokio::time::Instant;
+
+/// What the leader loop needs of the registry: a consistent read of the tables, the one watch on
+/// the applied index, a write, and whether this node leads.
+pub trait Registry: Send + Sync + 'static {
+    /// Runs `f` on the current tables (keep it short: writers wait).
+    fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T;
+    /// The applied index now.
+    fn index(&self) -> u64;
+    /// Waits until the applied index passes `index`, or until `deadline`; the index then.
+    fn wait_past(&self, index: u64, deadline: Instant) -> impl Future<Output = u64> + Send;
+    /// Whether this node leads now.
+    fn is_leader(&self) -> bool;
+    /// Waits until this node leads (`true`) or its registry stopped (`false`).
+    fn until_leader(&self) -> impl Future<Output = bool> + Send;
+    /// Proposes `cmd` through the leader.
+    fn write(&self, cmd: Command) -> impl Future<Output = Result<CommandResult, shoal_registry::Error>> + Send;
+}
+
+impl Registry for Manager {
+    fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        self.view().read(f)
+    }
+
+    fn index(&self) -> u64 {
+        self.view().watch().index()
+    }
+
+    async fn wait_past(&self, index: u64, deadline: Instant) -> u64 {
+        self.view().watch().wait_past(index, deadline).await
+    }
+
+    fn is_leader(&self) -> bool {
+        Manager::is_leader(self)
+    }
+
+    async fn until_leader(&self) -> bool {
+        let id = self.id;
+        let mut metrics = self.raft.metrics();
+        let leads_or_stopped = metrics
+            .wait_for(|m| m.running_state.is_err() || (m.current_leader == Some(id) && m.state.is_leader()))
+            .await;
+        matches!(leads_or_stopped, Ok(m) if m.running_state.is_ok())
+    }
+
+    async fn write(&self, cmd: Command) -> Result<CommandResult, shoal_registry::Error> {
+        Manager::write(self, cmd).await
+    }
+}
 
 use crate::orchestrator::{IdSource, reconcile};
 use crate::plan::{Decision, plan};
@@ -27,11 +78,11 @@ fn now_ms() -> u64 {
 }
 
 /// One reconciliation on the current state: the commands it wrote (0 when nothing was to do).
-pub async fn tick(manager: &Manager) -> Result<(usize, Option<u64>), shoal_registry::Error> {
+pub async fn tick<R: Registry>(manager: &R) -> Result<(usize, Option<u64>), shoal_registry::Error> {
     let now = now_ms();
     // One consistent read: the snapshot, the reconciliation, and the current status of every
     // task to place (so a task pending for the same reason is not rewritten on every tick).
-    let (snapshot, r, pending_before) = manager.view().read(|s| {
+    let (snapshot, r, pending_before) = manager.read(|s| {
         let snapshot = Snapshot::from_state(&s.nodes, &s.services);
         let r = reconcile(&s.services, &snapshot.nodes, now, &mut RandomIds);
         let before: Vec<_> = r
@@ -73,22 +124,16 @@ const MAX_WAIT: Duration = Duration::from_secs(30);
 /// waits for Raft's metrics to say it leads, a leader for the applied index to move (every
 /// change, node liveness included, is a write) or for the earliest restart delay or update step
 /// the reconciliation asked to be woken for.
-pub async fn run(manager: Arc<Manager>) {
-    let watch = manager.view().watch();
-    let mut metrics = manager.raft.metrics();
+pub async fn run<R: Registry>(manager: Arc<R>) {
     let mut seen = 0;
     loop {
         if !manager.is_leader() {
-            let id = manager.id;
-            let leads_or_stopped = metrics
-                .wait_for(|m| m.running_state.is_err() || (m.current_leader == Some(id) && m.state.is_leader()))
-                .await;
-            match leads_or_stopped {
-                Ok(m) if m.running_state.is_ok() => continue,
-                _ => return,
+            if manager.until_leader().await {
+                continue;
             }
+            return;
         }
-        let wake_at = match tick(&manager).await {
+        let wake_at = match tick(&*manager).await {
             Ok((_, wake_at)) => wake_at,
             Err(e) => {
                 tracing::warn!(error = %e, "orchestrator: cannot write its decisions; retrying");
@@ -97,7 +142,7 @@ pub async fn run(manager: Arc<Manager>) {
             }
         };
         let until = wake_at.map_or(MAX_WAIT, |at| Duration::from_millis(at.saturating_sub(now_ms())));
-        let deadline = tokio::time::Instant::now() + until.min(MAX_WAIT);
-        seen = watch.wait_past(seen.max(watch.index()), deadline).await;
+        let deadline = Instant::now() + until.min(MAX_WAIT);
+        seen = manager.wait_past(seen.max(manager.index()), deadline).await;
     }
 }
