@@ -1,5 +1,5 @@
 //! The runtime contract (swarmkit's `exec.Executor` / `exec.Controller`): one controller per task,
-//! one operation at a time. Docker (`docker.rs`, bollard) and the fake (`fake.rs`) implement it; the
+//! one operation at a time. Docker (`docker/`, bollard) and the fake (`fake.rs`) implement it; the
 //! runner only sees this, and `step` is the one place that decides which operation comes next.
 //!
 //! ```text

@@ -4,7 +4,7 @@
 //! managers ──assignments (watch)──▶ runner ──▶ Executor::controller(task) ──▶ step: prepare/start/wait/shutdown
 //!          ◀──task status (batched)──┘
 //! ```
-//! `exec.rs` is the runtime contract and `step`; `docker.rs` the Docker runtime (the only module
+//! `exec.rs` is the runtime contract and `step`; `docker/` the Docker runtime (the only module
 //! that uses bollard); `fake.rs` an in-memory runtime for tests (`--runtime fake`). Both pass the
 //! same conformance suite (`tests/conformance.rs`).
 
