@@ -206,6 +206,17 @@ impl ApiClient {
         }
     }
 
+    /// A blocking GET of JSON (`?index=&wait=` already in `path`): the answer and its
+    /// `X-Consul-Index`.
+    pub async fn get_json_at<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<(T, u64), ClientError> {
+        let resp = self.stream(path).await?;
+        let index = resp.headers().get("X-Consul-Index").and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0);
+        let bytes = self.body(resp).await?;
+        let value = serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::Decode { what: format!("GET {path}"), msg: e.to_string() })?;
+        Ok((value, index))
+    }
+
     async fn body(&self, resp: reqwest::Response) -> Result<Vec<u8>, ClientError> {
         resp.bytes()
             .await

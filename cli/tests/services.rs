@@ -311,3 +311,44 @@ async fn the_shoal_service_commands() {
     let o = shoal(&api, &["service", "ls", "--format", "json"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "[]");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn task_lists_answer_blocking_queries() {
+    let c = Cluster::start(1, ClusterOptions::default()).await;
+    let api = c.nodes[0].http_addr();
+    let spec = json!({"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "shoal:local"}}, "Mode": {"Replicated": {"Replicas": 1}}});
+    let (status, created) = post(&api, "/v1/services/create", &spec).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["ID"].as_str().unwrap().to_string();
+    wait_spread(&api, "web", &[1]).await;
+    let filters = urlencode(&format!("{{\"service\":{{\"{id}\":true}}}}"));
+    let http = http_client_builder().timeout(Duration::from_secs(20)).build().unwrap();
+    let get = |index: u64, wait: &str| {
+        let url = format!("http://{api}/v1/tasks?filters={filters}&index={index}&wait={wait}");
+        let http = http.clone();
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            let index: u64 = r.headers()["X-Consul-Index"].to_str().unwrap().parse().unwrap();
+            (index, r.json::<Vec<Value>>().await.unwrap().len())
+        }
+    };
+    let (index, n) = get(0, "1s").await;
+    assert_eq!(n, 1);
+    // Nothing changes: the query waits out its wait and answers the same index.
+    let start = std::time::Instant::now();
+    assert_eq!(get(index, "1s").await, (index, 1));
+    assert!(start.elapsed() >= Duration::from_millis(900), "it blocked for {:?}", start.elapsed());
+    // A scale wakes a waiting query at once, with a newer index.
+    let waiting = tokio::spawn(get(index, "15s"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let svc: Value = get_json(&api, "/v1/services/web").await.unwrap();
+    let version = svc["Version"]["Index"].as_u64().unwrap();
+    let mut spec3 = svc["Spec"].clone();
+    spec3["Mode"]["Replicated"]["Replicas"] = json!(3);
+    let start = std::time::Instant::now();
+    let (status, body) = post(&api, &format!("/v1/services/{id}/update?version={version}"), &spec3).await;
+    assert_eq!(status, 200, "{body}");
+    let (after, _) = waiting.await.unwrap();
+    assert!(after > index, "index moved: {index} -> {after}");
+    assert!(start.elapsed() < Duration::from_secs(5), "woken by the write, not the wait: {:?}", start.elapsed());
+}

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -14,6 +14,9 @@ use shoal_model::services::{ServiceRecord, TaskRecord, TaskState};
 use shoal_registry::Error;
 use shoal_registry::cluster::manager::Manager;
 use shoal_registry::control::services::resolve;
+use tokio::time::Instant;
+
+use crate::query::ReadOptions;
 
 /// An error as Docker answers it.
 pub fn docker_error(e: &Error) -> Response {
@@ -282,26 +285,48 @@ pub async fn task(State(m): State<Arc<Manager>>, Path(id): Path<String>) -> Resp
     }
 }
 
-pub async fn tasks(
-    State(m): State<Arc<Manager>>,
-    Query(q): Query<std::collections::HashMap<String, String>>,
-) -> Response {
+///
+/// Shoal's `/v1/tasks` also answers blocking queries (`?index=N&wait=D`, as Consul's): the answer
+/// waits until a matching task, any service record, or a task deletion is newer than N, and
+/// carries its index in `X-Consul-Index` (the CLI's progress display waits on it).
+pub async fn tasks(State(m): State<Arc<Manager>>, RawQuery(raw): RawQuery) -> Response {
+    let q = crate::query::Query::parse(raw.as_deref());
+    let (filters, opts) =
+        match (Filters::parse(q.get("filters").map(str::to_string).as_ref()), ReadOptions::from_query(&q)) {
+            (Ok(f), Ok(o)) => (f, o),
+            (Err(e), _) | (_, Err(e)) => return docker_error(&e),
+        };
     if let Err(e) = m.linearize().await {
         return docker_error(&e);
     }
-    let filters = match Filters::parse(q.get("filters")) {
-        Ok(f) => f,
-        Err(e) => return docker_error(&e),
+    let view = m.view();
+    let read = || {
+        view.read(|s| {
+            let tasks: Vec<&TaskRecord> = s
+                .services
+                .tasks
+                .values()
+                .filter(|t| filters.task_matches(t, s.services.services.get(&t.service_id)))
+                .collect();
+            let index = tasks
+                .iter()
+                .map(|t| t.modify_index)
+                .chain(s.services.services.values().map(|s| s.modify_index))
+                .chain([s.services.last_task_removal])
+                .max()
+                .unwrap_or(0);
+            let out: Vec<Value> =
+                tasks.into_iter().map(|t| task_json(t, s.services.services.get(&t.service_id))).collect();
+            (index, out)
+        })
     };
-    let out: Vec<Value> = m.view().read(|s| {
-        s.services
-            .tasks
-            .values()
-            .filter(|t| filters.task_matches(t, s.services.services.get(&t.service_id)))
-            .map(|t| task_json(t, s.services.services.get(&t.service_id)))
-            .collect()
-    });
-    axum::Json(out).into_response()
+    let (index, out) = match opts.index {
+        None => read(),
+        Some(min) => view.watch().query(min, Instant::now() + opts.wait_with_jitter(), read).await,
+    };
+    let mut resp = axum::Json(out).into_response();
+    resp.headers_mut().insert("X-Consul-Index", index.max(1).into());
+    resp
 }
 
 /// Docker's `filters` query: `{"key": {"value": true}}` (or `{"key": ["value"]}`).

@@ -9,16 +9,24 @@ use serde_json::Value;
 use super::get_service;
 use crate::client::{ApiClient, encode_key};
 
+/// How long one blocking query waits (below the client's 15 s deadline).
+const WAIT: &str = "10s";
+
 /// Waits until every slot runs an up-to-date task and no update is under way, printing progress.
+/// It waits on the registry's watch through blocking queries of `/v1/tasks` (whose index also
+/// moves with every service record), so it wakes on each change and never polls.
 pub(super) async fn converge(api: &ApiClient, id: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut last = String::new();
+    let mut last_reason = String::new();
+    let mut index = 0;
     loop {
+        let filters = format!("{{\"service\":{{\"{id}\":true}},\"_up-to-date\":{{\"true\":true}}}}");
+        let path = format!("/v1/tasks?filters={}&index={index}&wait={WAIT}", encode_key(&filters));
+        let (tasks, next): (Vec<Value>, u64) = api.get_json_at(&path).await?;
+        index = next;
         let svc = get_service(api, id).await?;
         let name = svc["Spec"]["Name"].as_str().unwrap_or(id).to_string();
-        let filters = format!("{{\"service\":{{\"{id}\":true}},\"_up-to-date\":{{\"true\":true}}}}");
-        let tasks: Vec<Value> =
-            api.get_json(&format!("/v1/tasks?filters={}", encode_key(&filters))).await?.unwrap_or_default();
         let running =
             tasks.iter().filter(|t| t["Status"]["State"] == "running" && t["DesiredState"] == "running").count();
         let desired = svc["Spec"]["Mode"]["Replicated"]["Replicas"]
@@ -40,26 +48,13 @@ pub(super) async fn converge(api: &ApiClient, id: &str) -> Result<()> {
         }
         if let Some(why) =
             tasks.iter().find(|t| t["Status"]["State"] == "pending").and_then(|t| t["Status"]["Message"].as_str())
-            && last_pending_reason_printed(why)
+            && why != last_reason
         {
             println!("pending: {why}");
+            last_reason = why.to_string();
         }
         if Instant::now() > deadline {
             bail!("service {name} did not converge within 10 minutes; see `shoal service ps {name}`");
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Whether `why` is a new pending reason (it is remembered): each reason is printed once in a row.
-fn last_pending_reason_printed(why: &str) -> bool {
-    use std::sync::Mutex;
-    static LAST: Mutex<String> = Mutex::new(String::new());
-    let mut last = LAST.lock().expect("lock");
-    if *last == why {
-        false
-    } else {
-        *last = why.to_string();
-        true
     }
 }
