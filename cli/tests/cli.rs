@@ -56,7 +56,7 @@ async fn kv_and_node_commands() {
     assert!(table.contains("MANAGER STATUS") && table.contains("ADDRESS"), "{table}");
     assert_eq!(table.matches("Leader").count(), 1, "{table}");
     let nodes: serde_json::Value = serde_json::from_str(&stdout(&a(&["node", "ls", "--format", "json"]))).unwrap();
-    assert_eq!(nodes[0]["NodeRow"], "Leader");
+    assert_eq!(nodes[0]["ManagerStatus"], "Leader");
     assert_eq!(nodes[0]["Status"], "Ready");
     assert_eq!(nodes[0]["Name"], "node1");
 }

@@ -26,7 +26,7 @@ async fn three_managers_and_two_workers() {
     let nodes: Vec<serde_json::Value> = get_json(&c.nodes[leader].http_addr(), "/v1/nodes").await.unwrap();
     let workers: Vec<&serde_json::Value> = nodes.iter().filter(|n| n["Role"] == "worker").collect();
     assert_eq!(workers.len(), 2, "{nodes:?}");
-    assert!(workers.iter().all(|w| w["NodeRow"] == ""));
+    assert!(workers.iter().all(|w| w["ManagerStatus"] == ""));
     // Each node reports its Docker engine's version, as `docker version` shows it.
     let engine = Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]).output();
     let engine = engine.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
@@ -226,7 +226,7 @@ async fn a_promoted_worker_becomes_a_voting_manager() {
         &Command::new(shoal_bin()).args(["--http-addr", &api, "node", "inspect", &worker]).output().unwrap().stdout,
     )
     .unwrap();
-    assert_eq!((v["Role"].as_str(), v["NodeRow"].as_str()), (Some("manager"), Some("Reachable")));
+    assert_eq!((v["Role"].as_str(), v["ManagerStatus"].as_str()), (Some("manager"), Some("Reachable")));
 
     // Its own API now serves the registry: a write through it is forwarded to the leader.
     c.nodes[w].worker = false;
@@ -320,7 +320,7 @@ async fn demoting_the_leader_hands_leadership_over_and_the_cluster_keeps_a_leade
         async move {
             let nodes: Vec<serde_json::Value> = get_json(&api, "/v1/nodes").await?;
             let row = nodes.iter().find(|n| n["Name"] == old.as_str())?;
-            (row["Role"] == "worker" && row["Status"] == "Ready" && row["NodeRow"] == "").then_some(())
+            (row["Role"] == "worker" && row["Status"] == "Ready" && row["ManagerStatus"] == "").then_some(())
         }
     })
     .await;

@@ -121,7 +121,7 @@ fn node_json(row: &NodeRow, version: u64) -> Value {
         "Status": {"State": row.status.to_lowercase(), "Addr": addr},
     });
     if row.role == Role::Manager && !row.manager_status.is_empty() {
-        v["NodeRow"] = json!({
+        v["ManagerStatus"] = json!({
             "Leader": row.manager_status == "Leader",
             "Reachability": if row.manager_status == "Unreachable" { "unreachable" } else { "reachable" },
             "Addr": row.address,
