@@ -4,6 +4,7 @@
 //!
 //! Its HTTP API refuses every request with a message naming a manager's API to use instead.
 
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -83,8 +84,7 @@ impl Worker {
             http_addr: self.identity.http_addr.clone(),
             resources: crate::host::resources(),
         };
-        let targets: Vec<String> =
-            self.managers.lock().expect("managers lock").managers.iter().map(|m| m.0.clone()).collect();
+        let targets = self.manager_addrs();
         let mut last = Error::NoLeader;
         for addr in targets {
             let res: Result<Result<ManagerList, Error>, RpcError> =
@@ -119,12 +119,15 @@ impl Worker {
         tracing::info!("registered with the managers");
         loop {
             tokio::time::sleep(HEARTBEAT_INTERVAL).await;
+            if self.is_stopped() {
+                return;
+            }
             match self.beat().await {
                 Ok(()) => {}
                 // Refused for good (removed from the cluster): stop instead of knocking forever.
                 Err(e @ Error::Forbidden(_)) => {
                     tracing::error!(error = %e, "the cluster refuses this node; stopping");
-                    self.stopped.send_replace(Some(e.to_string()));
+                    self.stop(e.to_string());
                     return;
                 }
                 Err(e) => tracing::warn!(error = %e, "heartbeat to the managers failed"),
@@ -134,18 +137,9 @@ impl Worker {
 
     /// Promotion: get a manager certificate (the node table now says manager) and hand it over.
     async fn become_manager(&self, via: &str) -> Result<(), Error> {
-        let (key_pem, csr_pem) = crate::pki::tls::new_csr()?;
-        let ip = self
-            .identity
-            .cluster_addr
-            .parse::<std::net::SocketAddr>()
-            .map(|a| a.ip())
-            .map_err(|e| Error::Internal(format!("bad advertised address: {e}")))?;
-        let req = crate::rpc::wire::RenewRequest { csr_pem, ip };
-        let res: Result<Result<String, Error>, RpcError> =
-            self.rpc.call(via, "/cluster/renew", &req, Duration::from_secs(10)).await;
-        let cert_pem = res.map_err(|e| Error::Unavailable(e.to_string()))??;
-        let cert = NodeCert { ca_pem: self.cert.current().ca_pem, cert_pem, key_pem };
+        let ca_pem = self.cert.current().ca_pem;
+        let (_, cert) =
+            crate::node::renewal::request(&self.rpc, &[via.to_string()], self.advertised_ip()?, &ca_pem).await?;
         tracing::info!("promoted to manager: got a manager certificate, joining Raft");
         self.promoted.send_replace(Some((cert, via.to_string())));
         Ok(())
@@ -154,18 +148,37 @@ impl Worker {
     /// Resolves when the node was promoted, with its manager certificate and a manager to join through.
     pub async fn promoted(&self) -> (NodeCert, String) {
         let mut rx = self.promoted.subscribe();
-        match rx.wait_for(Option::is_some).await {
-            Ok(p) => p.clone().expect("checked"),
-            Err(_) => std::future::pending().await,
+        // Clone out of the watch's guard before any other await: it must not be held across one.
+        let promoted = rx.wait_for(Option::is_some).await.ok().and_then(|p| p.clone());
+        match promoted {
+            Some(p) => p,
+            None => std::future::pending().await,
         }
     }
 
-    /// Resolves when the cluster has refused this node for good, with the reason.
+    /// Whether the node was promoted (this worker's part is over).
+    pub(crate) fn is_promoted(&self) -> bool {
+        self.promoted.borrow().is_some()
+    }
+
+    /// Stops the worker for good with `reason` (see [`Worker::stopped`]).
+    pub(crate) fn stop(&self, reason: String) {
+        self.stopped.send_replace(Some(reason));
+    }
+
+    /// Whether the worker was stopped for good.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.borrow().is_some()
+    }
+
+    /// Resolves when this node cannot go on, with the reason: the cluster refused it for good (it
+    /// was removed), or its certificate expired.
     pub async fn stopped(&self) -> String {
         let mut rx = self.stopped.subscribe();
-        match rx.wait_for(Option::is_some).await {
-            Ok(reason) => reason.clone().unwrap_or_default(),
-            Err(_) => std::future::pending().await,
+        let reason = rx.wait_for(Option::is_some).await.ok().and_then(|r| r.clone());
+        match reason {
+            Some(reason) => reason,
+            None => std::future::pending().await,
         }
     }
 
@@ -188,8 +201,7 @@ impl Worker {
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp, Error> {
-        let targets: Vec<String> =
-            self.managers.lock().expect("managers lock").managers.iter().map(|m| m.0.clone()).collect();
+        let targets = self.manager_addrs();
         let mut last = Error::NoLeader;
         for addr in targets {
             match self.rpc.call::<Req, Resp>(&addr, path, req, timeout).await {
@@ -198,6 +210,35 @@ impl Worker {
             }
         }
         Err(last)
+    }
+
+    /// The cluster addresses of the managers this worker knows (where it renews its certificate).
+    pub(crate) fn manager_addrs(&self) -> Vec<String> {
+        self.managers.lock().expect("managers lock").managers.iter().map(|m| m.0.clone()).collect()
+    }
+
+    /// The IP this worker advertises (its certificate's SAN).
+    pub(crate) fn advertised_ip(&self) -> Result<IpAddr, Error> {
+        self.identity
+            .cluster_addr
+            .parse::<std::net::SocketAddr>()
+            .map(|a| a.ip())
+            .map_err(|e| Error::Internal(format!("bad advertised address {:?}: {e}", self.identity.cluster_addr)))
+    }
+
+    /// The cluster-port client (with this worker's live certificate).
+    pub(crate) fn rpc(&self) -> &RpcClient {
+        &self.rpc
+    }
+
+    /// The certificate TLS uses, replaced by renewal.
+    pub(crate) fn live_cert(&self) -> &LiveCert {
+        &self.cert
+    }
+
+    /// The data dir.
+    pub(crate) fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
     }
 
     /// A manager's HTTP API address to point clients at.
