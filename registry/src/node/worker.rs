@@ -1,10 +1,11 @@
-//! A worker node: it holds a worker certificate, keeps no cluster state and reports liveness to the
-//! managers with a heartbeat over the cluster RPC. (Running tasks arrives with the agent; gossip
-//! liveness with the gossip crate.)
+//! A worker node: it holds a worker certificate, keeps no cluster state and reports to the managers
+//! with a heartbeat over the cluster RPC, which is what keeps it Ready on the leader (see
+//! `cluster::liveness`); it fetches its assignments and reports task statuses the same way.
 //!
 //! Its HTTP API refuses every request with a message naming a manager's API to use instead.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +22,9 @@ use shoal_model::NodeId;
 /// How often a worker reports to the managers.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Heartbeats in flight at most (each waits up to 3 s per manager).
+const MAX_BEATS_IN_FLIGHT: usize = 4;
+
 /// A running worker.
 pub struct Worker {
     /// Node ID.
@@ -34,6 +38,8 @@ pub struct Worker {
     stopped: tokio::sync::watch::Sender<Option<String>>,
     /// Set, with a manager certificate, when the node was promoted.
     promoted: tokio::sync::watch::Sender<Option<(NodeCert, String)>>,
+    /// Taken by the one heartbeat that gets the manager certificate after a promotion.
+    promoting: AtomicBool,
     cert: LiveCert,
 }
 
@@ -62,6 +68,7 @@ impl Worker {
             data_dir: dir.clone(),
             stopped: tokio::sync::watch::channel(None).0,
             promoted: tokio::sync::watch::channel(None).0,
+            promoting: AtomicBool::new(false),
             cert: live,
         });
         // The first heartbeat registers the node; a join is complete only when it is accepted.
@@ -91,8 +98,12 @@ impl Worker {
                 self.rpc.call(&addr, "/cluster/heartbeat", &hb, Duration::from_secs(3)).await;
             match res {
                 Ok(Ok(list)) if !list.managers.is_empty() => {
-                    if list.role == shoal_model::Role::Manager && self.promoted.borrow().is_none() {
-                        self.become_manager(&addr).await?;
+                    // Beats overlap: only one of them switches roles.
+                    if list.role == shoal_model::Role::Manager && !self.promoting.swap(true, Ordering::SeqCst) {
+                        if let Err(e) = self.become_manager(&addr).await {
+                            self.promoting.store(false, Ordering::SeqCst);
+                            return Err(e);
+                        }
                     }
                     let changed = {
                         let mut known = self.managers.lock().expect("managers lock");
@@ -117,20 +128,35 @@ impl Worker {
 
     async fn heartbeat_loop(self: Arc<Self>) {
         tracing::info!("registered with the managers");
+        // Heartbeats are what keeps this worker Ready on the leader (gossip alone is not enough),
+        // so one that hangs (a lost packet, a paused manager) must not hold up the next: a beat
+        // goes out every interval, each with its own timeouts, a few at most in flight.
+        let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // the first tick is immediate, and launch has just beaten
+        let mut beats = tokio::task::JoinSet::new();
         loop {
-            tokio::time::sleep(HEARTBEAT_INTERVAL).await;
-            if self.is_stopped() {
-                return;
-            }
-            match self.beat().await {
-                Ok(()) => {}
-                // Refused for good (removed from the cluster): stop instead of knocking forever.
-                Err(e @ Error::Forbidden(_)) => {
-                    tracing::error!(error = %e, "the cluster refuses this node; stopping");
-                    self.stop(e.to_string());
-                    return;
+            tokio::select! {
+                _ = tick.tick() => {
+                    if self.is_stopped() {
+                        return;
+                    }
+                    if beats.len() < MAX_BEATS_IN_FLIGHT {
+                        let w = self.clone();
+                        beats.spawn(async move { w.beat().await });
+                    }
                 }
-                Err(e) => tracing::warn!(error = %e, "heartbeat to the managers failed"),
+                Some(done) = beats.join_next() => match done {
+                    Ok(Ok(())) => {}
+                    // Refused for good (removed from the cluster): stop instead of knocking forever.
+                    Ok(Err(e @ Error::Forbidden(_))) => {
+                        tracing::error!(error = %e, "the cluster refuses this node; stopping");
+                        self.stop(e.to_string());
+                        return;
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "heartbeat to the managers failed"),
+                    Err(e) => tracing::warn!(error = %e, "heartbeat task failed"),
+                },
             }
         }
     }
