@@ -25,7 +25,7 @@ use crate::node::start::RunningNode;
 use crate::pki::tls::{LiveCert, NodeCert, PeerIdentity};
 use crate::rpc::wire::RenewRequest;
 use crate::rpc::{RpcClient, RpcError};
-use shoal_model::Role;
+use shoal_model::{NodeId, Role};
 
 /// The first pause after a failed renewal; it doubles up to [`max_backoff`].
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -45,15 +45,20 @@ fn max_backoff(from: SystemTime, to: SystemTime) -> Duration {
     (to.duration_since(from).unwrap_or_default() / 10).clamp(FIRST_RETRY, Duration::from_secs(30))
 }
 
-/// The error of a node whose certificate expired at `at`: what happened and how to rejoin.
-pub fn expired(at: SystemTime, role: Role, data_dir: &Path) -> Error {
-    let when = time::OffsetDateTime::from(at)
+/// `t` as RFC 3339 in UTC, for people (logs and messages).
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
         .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| format!("{at:?}"));
+        .unwrap_or_else(|_| format!("{t:?}"))
+}
+
+/// The error of a node whose certificate expired at `at`: what happened and how to rejoin.
+pub fn expired(at: SystemTime, id: NodeId, role: Role, data_dir: &Path) -> Error {
+    let when = rfc3339(at);
     let dir = data_dir.display();
     let role = role.as_str();
     Error::CertificateExpired(format!(
-        "the node certificate of this node expired at {when}; it cannot reach the cluster any more (no node accepts an expired certificate: the node was off, or cut off, for longer than the certificate's validity, --cert-expiry on the managers). Rejoin it: move the data dir {dir} aside, get a fresh token with `shoal join-token {role}` on a manager, and run `shoal agent --join MANAGER --token TOKEN --data-dir {dir}`"
+        "the node certificate of this node expired at {when}; it cannot reach the cluster any more (no node accepts an expired certificate: the node was off, or cut off, for longer than the certificate's validity, --cert-expiry on the managers). Rejoin it: move the data dir {dir} aside, get a fresh token with `shoal join-token {role}` on a manager, and run `shoal agent --join MANAGER --token TOKEN --data-dir {dir}`; it joins as a new node, and `shoal node rm {id:016x}` removes this one's old entry"
     ))
 }
 
@@ -114,7 +119,7 @@ pub(crate) async fn run(node: RunningNode) {
         }
         let err = match renew(&node).await {
             Ok(until) => {
-                tracing::info!(valid_until = ?until, "renewed the node certificate");
+                tracing::info!(valid_until = %rfc3339(until), "renewed the node certificate");
                 backoff = FIRST_RETRY;
                 continue;
             }
@@ -124,7 +129,7 @@ pub(crate) async fn run(node: RunningNode) {
             return;
         }
         if SystemTime::now() >= to && !can_sign_expired(&node).await {
-            let e = expired(to, role(&node), data_dir(&node));
+            let e = expired(to, id(&node), role(&node), data_dir(&node));
             tracing::error!(error = %e, "certificate renewal failed and the certificate expired; stopping");
             give_up(&node, e.to_string());
             return;
@@ -186,6 +191,13 @@ fn data_dir(node: &RunningNode) -> &Path {
     }
 }
 
+fn id(node: &RunningNode) -> NodeId {
+    match node {
+        RunningNode::Manager(m) => m.id,
+        RunningNode::Worker(w) => w.id,
+    }
+}
+
 fn role(node: &RunningNode) -> Role {
     match node {
         RunningNode::Manager(_) => Role::Manager,
@@ -243,7 +255,7 @@ mod tests {
     #[test]
     fn the_expiry_message_says_when_and_how_to_rejoin() {
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let e = expired(at, Role::Worker, Path::new("/var/lib/shoal"));
+        let e = expired(at, 0xabc, Role::Worker, Path::new("/var/lib/shoal"));
         assert!(matches!(e, Error::CertificateExpired(_)));
         assert!(!e.is_retryable());
         let msg = e.to_string();
@@ -253,6 +265,7 @@ mod tests {
             "move the data dir /var/lib/shoal aside",
             "`shoal join-token worker`",
             "shoal agent --join MANAGER --token TOKEN --data-dir /var/lib/shoal",
+            "`shoal node rm 0000000000000abc` removes this one's old entry",
         ] {
             assert!(msg.contains(want), "{want:?} in {msg}");
         }

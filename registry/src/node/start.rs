@@ -129,21 +129,22 @@ pub async fn start(mut config: NodeConfig, mode: StartMode) -> Result<RunningNod
     if let Some(at) = expired_at
         && identity.role == Role::Worker
     {
-        return Err(renewal::expired(at, Role::Worker, &dir));
+        return Err(renewal::expired(at, identity.id, Role::Worker, &dir));
     }
 
     let node = match identity.role {
         Role::Manager => {
+            let id = identity.id;
             let m = Manager::launch(config, mode, identity, cert, ca_for_init, crate::control::assignments::routes())
                 .await?;
             let node = RunningNode::Manager(m.clone());
             if let Some(at) = expired_at {
                 if !renewal::can_sign_expired(&node).await {
                     m.shutdown().await;
-                    return Err(renewal::expired(at, Role::Manager, &dir));
+                    return Err(renewal::expired(at, id, Role::Manager, &dir));
                 }
                 tracing::warn!(
-                    expired_at = ?at,
+                    expired_at = %renewal::rfc3339(at),
                     "the node certificate expired while this node was off; it is the cluster's only manager, so it signs itself a new one from the cluster CA as soon as it leads"
                 );
             }
