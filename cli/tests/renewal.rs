@@ -32,9 +32,11 @@ async fn status(api: &str, name: &str) -> Option<String> {
 }
 
 async fn wait_status(api: &str, name: &str, want: &str, timeout: Duration) {
-    wait_for(&format!("{name} to be {want}"), timeout, || async move {
-        (status(api, name).await? == want).then_some(())
-    })
+    wait_for(
+        &format!("{name} to be {want}"),
+        timeout,
+        || async move { (status(api, name).await? == want).then_some(()) },
+    )
     .await;
 }
 

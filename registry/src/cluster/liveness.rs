@@ -136,7 +136,9 @@ fn log_change(m: &Manager, c: &Change) {
             window_ms,
             "node marked down: it gossips, but no heartbeat or Raft answer reached the cluster port for the down window (an expired or refused certificate, or a blocked port?)"
         ),
-        NodeStatus::Down => tracing::warn!(node_id, name = %name, window_ms, "node marked down: not heard from for the down window"),
+        NodeStatus::Down => {
+            tracing::warn!(node_id, name = %name, window_ms, "node marked down: not heard from for the down window")
+        }
         _ => tracing::info!(node_id, name = %name, "node marked ready"),
     }
 }

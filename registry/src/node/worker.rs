@@ -99,11 +99,12 @@ impl Worker {
             match res {
                 Ok(Ok(list)) if !list.managers.is_empty() => {
                     // Beats overlap: only one of them switches roles.
-                    if list.role == shoal_model::Role::Manager && !self.promoting.swap(true, Ordering::SeqCst) {
-                        if let Err(e) = self.become_manager(&addr).await {
-                            self.promoting.store(false, Ordering::SeqCst);
-                            return Err(e);
-                        }
+                    if list.role == shoal_model::Role::Manager
+                        && !self.promoting.swap(true, Ordering::SeqCst)
+                        && let Err(e) = self.become_manager(&addr).await
+                    {
+                        self.promoting.store(false, Ordering::SeqCst);
+                        return Err(e);
                     }
                     let changed = {
                         let mut known = self.managers.lock().expect("managers lock");
