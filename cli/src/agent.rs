@@ -339,11 +339,11 @@ async fn run(
             RunningNode::Worker(w) => Some(w.clone()),
             RunningNode::Manager(_) => None,
         };
-        let refused = async {
-            match &worker {
-                Some(w) => w.stopped().await,
-                None => std::future::pending().await,
-            }
+        // The node cannot go on (removed from the cluster, or its certificate expired): exit
+        // non-zero with the reason, which says what to do.
+        let refused = {
+            let node = node.clone();
+            async move { node.stopped().await }
         };
         let promoted = async {
             match &worker {

@@ -87,3 +87,41 @@ fn a_worker_with_20_percent_packet_loss_is_not_marked_down() {
         println!("100% packet loss: marked down after {:?}", cut.elapsed());
     });
 }
+
+#[test]
+fn a_worker_that_gossips_but_cannot_reach_the_cluster_port_is_marked_down() {
+    own_network_namespace();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut c = Cluster::start(1, ClusterOptions::default()).await;
+        let w = c.add_worker(0).await;
+        let api = c.nodes[0].http_addr();
+        let name = format!("node{}", w + 1);
+        let (wip, mip) = (c.nodes[w].ip.to_string(), c.nodes[0].ip.to_string());
+
+        // Only the worker's TCP to the cluster port is dropped (as a refused certificate or a
+        // firewall would): its gossip (UDP) still reaches the manager.
+        let rule = ["INPUT", "-p", "tcp", "-s", &wip, "-d", &mip, "--dport", "2377", "-j", "DROP"];
+        run("iptables", &[&["-A"], &rule[..]].concat());
+        let cut = Instant::now();
+        wait_for("the cut-off worker to be down", Duration::from_secs(8), || {
+            let (api, name) = (api.clone(), name.clone());
+            async move { (status(&api, &name).await? == "Down").then_some(()) }
+        })
+        .await;
+        println!("worker without the cluster port marked down after {:?}", cut.elapsed());
+        let members: Vec<serde_json::Value> = get_json(&api, "/v1/agent/members").await.unwrap();
+        let member = members.iter().find(|m| m["Name"] == name.as_str()).expect("the worker in gossip");
+        assert_eq!(member["Status"], 1, "gossip still hears it: {member}");
+        let log = c.log_tail(0, 200);
+        assert!(log.contains("node marked down: it gossips, but no heartbeat or Raft answer"), "{log}");
+
+        // The port back: ready again.
+        run("iptables", &[&["-D"], &rule[..]].concat());
+        wait_for("the worker to be ready again", Duration::from_secs(10), || {
+            let (api, name) = (api.clone(), name.clone());
+            async move { (status(&api, &name).await? == "Ready").then_some(()) }
+        })
+        .await;
+    });
+}

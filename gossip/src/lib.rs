@@ -1,9 +1,9 @@
 //! Gossip among all nodes: who is alive, and a few small keys each node publishes about itself.
 //!
 //! [`Cluster`] wraps chitchat (scuttlebutt anti-entropy over UDP) behind a typed, cloneable handle.
-//! Gossip is a *hint*: it never decides anything. The Raft leader reads [`Cluster::last_heard`]
-//! and turns "not heard from for the down window" into a Raft write (see the registry's
-//! `liveness` module). Every datagram is sealed with the cluster's gossip key ([`sealed`]);
+//! Gossip is a *hint*: it never decides anything. The Raft leader's liveness verdicts need a
+//! contact over the cluster port (see the registry's `liveness` module); it reads
+//! [`Cluster::last_heard`] to tell the operator that a node it marks down still gossips. Every datagram is sealed with the cluster's gossip key ([`sealed`]);
 //! chitchat itself has no security.
 //!
 //! ```text

@@ -40,6 +40,11 @@ pub enum Error {
     /// The request clashes with what is stored (a taken name, a stale version): read and retry.
     #[error("{0}")]
     Conflict(String),
+    /// This node's certificate expired: no node of the cluster accepts it any more, so retrying
+    /// cannot help; the operator must rejoin the node (the message says how). Kept last: the
+    /// variants' order is their encoding on the cluster port.
+    #[error("{0}")]
+    CertificateExpired(String),
 }
 
 impl Error {
@@ -64,7 +69,7 @@ impl Error {
             Error::NoLeader | Error::NotLeader | Error::Unavailable(_) => 503,
             Error::BadRequest(_) => 400,
             Error::TooLarge(_) => 413,
-            Error::Forbidden(_) => 403,
+            Error::Forbidden(_) | Error::CertificateExpired(_) => 403,
             Error::NotFound(_) => 404,
             Error::Internal(_) => 500,
             Error::Conflict(_) => 409,

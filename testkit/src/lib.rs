@@ -208,6 +208,13 @@ impl Cluster {
             }
         })
         .await;
+        // The managers list it once its first heartbeat arrives, a moment before the worker has
+        // stored its identity: a test that kills it right away must find a complete data dir.
+        wait_for(&format!("worker {name} to be up"), Duration::from_secs(10), || {
+            let up = self.log_tail(i, 50).contains(&format!("({name}) is up"));
+            async move { up.then_some(()) }
+        })
+        .await;
         i
     }
 
@@ -285,6 +292,24 @@ impl Cluster {
         );
         self.launch(&mut node, &[]);
         self.nodes[i] = node;
+    }
+
+    /// Waits until node `i`'s process exits by itself and returns its exit status; `None` if it
+    /// still runs after `timeout`.
+    pub async fn wait_exit(&mut self, i: usize, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.nodes[i].child.as_mut()?;
+            if let Some(status) = child.try_wait().expect("wait on a node process") {
+                self.nodes[i].child = None;
+                self.nodes[i].paused = false;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// SIGSTOPs node `i`.

@@ -1,15 +1,19 @@
-//! The leader's liveness verdicts: "not heard from for the down window" becomes a Raft write that
-//! marks the node `down`, and hearing from it again marks it `ready`.
+//! The leader's liveness verdicts: "no contact over the cluster port for the down window" becomes a
+//! Raft write that marks the node `down`, and a contact again marks it `ready`.
 //!
 //! ```text
-//! gossip (any node's heartbeat counter, first- or second-hand) ─┐
-//! worker heartbeat RPC (TCP, to any manager, forwarded)       ─┼─▶ last heard ─▶ verdict ─▶ NodeSetStatus (Raft)
-//! Raft replication answers (managers)                          ─┘
+//! worker heartbeat RPC (TCP, to any manager, forwarded) ─┬─▶ last contact ─▶ verdict ─▶ NodeSetStatus (Raft)
+//! Raft replication answers (managers)                   ─┘                     │
+//! gossip (any node's heartbeat counter) ──────────────────────▶ only explains a down verdict in the log
 //! ```
 //!
-//! Several sources so that one lossy path does not make a node flap: a node is down only when
-//! *none* of them heard from it for the whole window. A new leader gives every node a full window
-//! from the moment it took over, so an election never marks the cluster down.
+//! Ready means "can be given work": tasks reach a node over the cluster port, so only a contact
+//! there counts. Gossip alone does not: a node whose certificate is refused (expired) or whose
+//! cluster port is blocked still gossips, and counting that kept such nodes Ready while the
+//! scheduler placed tasks they could never receive. Two paths still keep one lost packet from
+//! making a node flap: a worker's heartbeats overlap rather than wait for each other, and any
+//! manager forwards them. A new leader gives every node a full window from the moment it took
+//! over, so an election never marks the cluster down.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -23,7 +27,8 @@ use shoal_model::{Command, CommandResult, NodeId, NodeStatus};
 /// How often the leader re-judges liveness.
 const TICK: Duration = Duration::from_millis(250);
 
-/// A source of "when was each node last heard from" (gossip, in practice).
+/// A source of "when was each node last heard from" (gossip, in practice). It no longer decides
+/// a verdict; it tells the operator that a node marked down is alive but cannot reach the cluster port.
 pub trait Heard: Send + Sync + 'static {
     /// Node ID → the last time it was heard from.
     fn last_heard(&self) -> HashMap<NodeId, Instant>;
@@ -49,10 +54,35 @@ pub struct GossipMember {
     pub last_heard_ms: Option<u64>,
 }
 
-/// The verdict for one node: pure, so the rules are table-tested.
-pub fn verdict(last_heard: Option<Instant>, leading_since: Instant, now: Instant, window: Duration) -> NodeStatus {
-    let last = last_heard.map_or(leading_since, |t| t.max(leading_since));
+/// When the leader last heard from a node, by path.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LastHeard {
+    /// A heartbeat or a Raft answer over the cluster port.
+    pub cluster_port: Option<Instant>,
+    /// Gossip.
+    pub gossip: Option<Instant>,
+}
+
+impl LastHeard {
+    /// Whether gossip heard the node within `window` before `now`.
+    pub fn gossiping(&self, now: Instant, window: Duration) -> bool {
+        self.gossip.is_some_and(|t| now.saturating_duration_since(t) < window)
+    }
+}
+
+/// The verdict for one node: Ready only with a cluster-port contact within the window (gossip
+/// does not count). Pure, so the rules are table-tested.
+pub fn verdict(heard: LastHeard, leading_since: Instant, now: Instant, window: Duration) -> NodeStatus {
+    let last = heard.cluster_port.map_or(leading_since, |t| t.max(leading_since));
     if now.saturating_duration_since(last) < window { NodeStatus::Ready } else { NodeStatus::Down }
+}
+
+/// One change of a node's recorded status.
+struct Change {
+    id: NodeId,
+    status: NodeStatus,
+    /// Gossip heard it within the window: it runs, but does not reach the cluster port.
+    gossiping: bool,
 }
 
 /// Runs until the manager is dropped or shut down; acts only while this node leads.
@@ -80,21 +110,12 @@ pub(crate) async fn run(manager: Weak<Manager>) {
         if changes.is_empty() {
             continue;
         }
-        let cmds = changes.iter().map(|&(id, status)| Command::NodeSetStatus { id, status }).collect();
+        let cmds = changes.iter().map(|c| Command::NodeSetStatus { id: c.id, status: c.status }).collect();
         match m.write(Command::Batch(cmds)).await {
             Ok(CommandResult::Batch(results)) => {
-                for ((id, status), r) in changes.iter().zip(results) {
+                for (c, r) in changes.iter().zip(results) {
                     if r.succeeded() {
-                        let name = m.view.read(|s| s.nodes.get(id).map(|n| n.name.clone())).unwrap_or_default();
-                        match status {
-                            NodeStatus::Down => tracing::warn!(
-                                node_id = format!("{id:016x}"),
-                                name = %name,
-                                window_ms = m.config.down_window.as_millis() as u64,
-                                "node marked down: not heard from for the down window"
-                            ),
-                            _ => tracing::info!(node_id = format!("{id:016x}"), name = %name, "node marked ready"),
-                        }
+                        log_change(&m, c);
                     }
                 }
             }
@@ -104,9 +125,28 @@ pub(crate) async fn run(manager: Weak<Manager>) {
     }
 }
 
+fn log_change(m: &Manager, c: &Change) {
+    let name = m.view.read(|s| s.nodes.get(&c.id).map(|n| n.name.clone())).unwrap_or_default();
+    let node_id = format!("{:016x}", c.id);
+    let window_ms = m.config.down_window.as_millis() as u64;
+    match c.status {
+        NodeStatus::Down if c.gossiping => tracing::warn!(
+            node_id,
+            name = %name,
+            window_ms,
+            "node marked down: it gossips, but no heartbeat or Raft answer reached the cluster port for the down window (an expired or refused certificate, or a blocked port?)"
+        ),
+        NodeStatus::Down => {
+            tracing::warn!(node_id, name = %name, window_ms, "node marked down: not heard from for the down window")
+        }
+        _ => tracing::info!(node_id, name = %name, "node marked ready"),
+    }
+}
+
 /// Nodes whose recorded status differs from the verdict.
-fn changes(m: &Arc<Manager>, leading_since: Instant) -> Vec<(NodeId, NodeStatus)> {
+fn changes(m: &Arc<Manager>, leading_since: Instant) -> Vec<Change> {
     let now = Instant::now();
+    let window = m.config.down_window;
     let gossip = m.heard.read().expect("heard lock").as_ref().map(|h| h.last_heard()).unwrap_or_default();
     // The RPC heartbeats are kept in tokio's clock; bring them to std's.
     let tokio_now = tokio::time::Instant::now();
@@ -121,14 +161,12 @@ fn changes(m: &Arc<Manager>, leading_since: Instant) -> Vec<(NodeId, NodeStatus)
     records
         .into_iter()
         .filter_map(|(id, recorded)| {
-            let wanted = if id == m.id {
-                NodeStatus::Ready
-            } else {
-                let last =
-                    [gossip.get(&id).copied(), rpc.get(&id).copied(), m.contacts.last(id)].into_iter().flatten().max();
-                verdict(last, leading_since, now, m.config.down_window)
+            let heard = LastHeard {
+                cluster_port: [rpc.get(&id).copied(), m.contacts.last(id)].into_iter().flatten().max(),
+                gossip: gossip.get(&id).copied(),
             };
-            (wanted != recorded).then_some((id, wanted))
+            let wanted = if id == m.id { NodeStatus::Ready } else { verdict(heard, leading_since, now, window) };
+            (wanted != recorded).then_some(Change { id, status: wanted, gossiping: heard.gossiping(now, window) })
         })
         .collect()
 }
@@ -142,16 +180,41 @@ mod tests {
         let t0 = Instant::now();
         let w = Duration::from_secs(5);
         let s = Duration::from_secs;
+        let port = |t| LastHeard { cluster_port: Some(t), gossip: None };
         let cases = [
-            ("heard just now", Some(t0 + s(10)), t0, t0 + s(10), NodeStatus::Ready),
-            ("heard 4 s ago", Some(t0 + s(6)), t0, t0 + s(10), NodeStatus::Ready),
-            ("heard 5 s ago", Some(t0 + s(5)), t0, t0 + s(10), NodeStatus::Down),
-            ("never heard, leader new", None, t0 + s(8), t0 + s(10), NodeStatus::Ready),
-            ("never heard, leader for a window", None, t0, t0 + s(10), NodeStatus::Down),
-            ("heard long ago but leader just took over", Some(t0), t0 + s(9), t0 + s(10), NodeStatus::Ready),
+            ("heard just now", port(t0 + s(10)), t0, t0 + s(10), NodeStatus::Ready),
+            ("heard 4 s ago", port(t0 + s(6)), t0, t0 + s(10), NodeStatus::Ready),
+            ("heard 5 s ago", port(t0 + s(5)), t0, t0 + s(10), NodeStatus::Down),
+            ("never heard, leader new", LastHeard::default(), t0 + s(8), t0 + s(10), NodeStatus::Ready),
+            ("never heard, leader for a window", LastHeard::default(), t0, t0 + s(10), NodeStatus::Down),
+            ("heard long ago but leader just took over", port(t0), t0 + s(9), t0 + s(10), NodeStatus::Ready),
+            (
+                "gossip just now, cluster port silent for a window",
+                LastHeard { cluster_port: Some(t0), gossip: Some(t0 + s(10)) },
+                t0,
+                t0 + s(10),
+                NodeStatus::Down,
+            ),
+            (
+                "gossip only, never on the cluster port",
+                LastHeard { cluster_port: None, gossip: Some(t0 + s(10)) },
+                t0,
+                t0 + s(10),
+                NodeStatus::Down,
+            ),
+            (
+                "cluster port just now, gossip silent",
+                LastHeard { cluster_port: Some(t0 + s(9)), gossip: Some(t0) },
+                t0,
+                t0 + s(10),
+                NodeStatus::Ready,
+            ),
         ];
         for (name, heard, since, now, want) in cases {
             assert_eq!(verdict(heard, since, now, w), want, "{name}");
         }
+        let gossiping = LastHeard { cluster_port: None, gossip: Some(t0 + s(8)) };
+        assert!(gossiping.gossiping(t0 + s(10), w));
+        assert!(!gossiping.gossiping(t0 + s(14), w));
     }
 }

@@ -138,6 +138,9 @@ pub struct Manager {
     gate: tokio::sync::watch::Sender<bool>,
     /// Set when the leader says this node was demoted (the process then runs as a worker).
     demoted: tokio::sync::watch::Sender<bool>,
+    /// Set, with the reason, when this manager cannot go on (its certificate expired and nobody
+    /// can renew it): the process stops with that reason.
+    given_up: tokio::sync::watch::Sender<Option<String>>,
     /// Stops the cluster port's server.
     stop: tokio::sync::watch::Sender<bool>,
     pub(crate) proposer: Proposer,
@@ -223,6 +226,7 @@ impl Manager {
             heard: std::sync::RwLock::new(None),
             gate: tokio::sync::watch::Sender::new(false),
             demoted: tokio::sync::watch::Sender::new(false),
+            given_up: tokio::sync::watch::Sender::new(None),
             stop: tokio::sync::watch::Sender::new(false),
             proposer: Proposer::start(raft.clone()),
             reads: ReadBarrier::new(raft.clone(), config.write_timeout),
@@ -255,7 +259,6 @@ impl Manager {
             }
             StartMode::Resume => {}
         }
-        tokio::spawn(manager.clone().renew_certificates());
         tokio::spawn(crate::cluster::liveness::run(Arc::downgrade(&manager)));
         Ok(manager)
     }
@@ -423,6 +426,23 @@ impl Manager {
     /// Whether [`Manager::shutdown`] was called.
     pub(crate) fn is_stopped(&self) -> bool {
         *self.stop.borrow()
+    }
+
+    /// Stops this manager for good with `reason` (see [`Manager::given_up`]).
+    pub(crate) fn give_up(&self, reason: String) {
+        self.given_up.send_replace(Some(reason));
+    }
+
+    /// Resolves when this manager cannot go on (its certificate expired and nobody can renew it),
+    /// with the reason to stop the process with.
+    pub async fn given_up(&self) -> String {
+        let mut rx = self.given_up.subscribe();
+        // Clone out of the watch's guard before any other await: it must not be held across one.
+        let reason = rx.wait_for(Option::is_some).await.ok().and_then(|r| r.clone());
+        match reason {
+            Some(reason) => reason,
+            None => std::future::pending().await,
+        }
     }
 
     /// Resolves when this node was demoted to a worker.

@@ -1,9 +1,8 @@
-//! Membership: how nodes join (certificates, tokens, learners promoted to voters), renew their
-//! certificates, report liveness (workers), and how the node table is reported.
+//! Membership: how nodes join (certificates, tokens, learners promoted to voters), the signing side
+//! of certificate renewals, worker heartbeats, and how the node table is reported.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::ChangeMembers;
@@ -16,7 +15,7 @@ use crate::datadir::NodeIdentity;
 use crate::error::Error;
 use crate::pki::gossip_key::GossipParams;
 use crate::pki::tls::{ClusterCaExt, NodeCert, PeerIdentity};
-use crate::rpc::wire::{CertificateRequest, CertificateResponse, JoinRequest, JoinResponse, RenewRequest};
+use crate::rpc::wire::{CertificateRequest, CertificateResponse, JoinRequest, JoinResponse};
 use crate::rpc::{RpcClient, RpcError};
 use crate::store::TypeConfig;
 use shoal_model::{Availability, Command, NodeId, NodeStatus, Resources, Role, ShoalNode};
@@ -172,61 +171,8 @@ impl Manager {
         self.cert.current()
     }
 
-    /// Keeps this node's certificate fresh: after two thirds of its validity, get a new one from
-    /// the leader (or sign it, when leading), store it and swap it into TLS. Runs until the process ends.
-    pub async fn renew_certificates(self: Arc<Self>) {
-        loop {
-            let due = match self.cert.current().validity() {
-                Ok((from, to)) => from + to.duration_since(from).unwrap_or_default() * 2 / 3,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read the node certificate; renewal stopped");
-                    return;
-                }
-            };
-            if let Ok(wait) = due.duration_since(std::time::SystemTime::now()) {
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = self.stopped() => return,
-                }
-            }
-            if self.is_stopped() {
-                return;
-            }
-            match self.renew_once().await {
-                Ok(until) => tracing::info!(valid_until = ?until, "renewed the node certificate"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "certificate renewal failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
-    }
-
-    async fn renew_once(&self) -> Result<std::time::SystemTime, Error> {
-        let (key_pem, csr_pem) = crate::pki::tls::new_csr()?;
-        let current = self.cert.current();
-        let ip = self.config.advertise_ip;
-        let cert_pem = match self.leader_to_forward()? {
-            None => self.sign_renewal(&csr_pem, self.identity(), ip)?,
-            Some(leader) => {
-                let req = RenewRequest { csr_pem, ip };
-                let res: Result<Result<String, Error>, RpcError> =
-                    self.rpc.call(&leader.cluster_addr, "/cluster/renew", &req, Duration::from_secs(10)).await;
-                res.map_err(|e| Error::Unavailable(e.to_string()))??
-            }
-        };
-        let renewed = NodeCert { ca_pem: current.ca_pem, cert_pem, key_pem };
-        renewed.save(&self.config.data_dir)?;
-        self.cert.replace(renewed.clone())?;
-        Ok(renewed.validity()?.1)
-    }
-
-    fn identity(&self) -> PeerIdentity {
-        PeerIdentity { id: self.id, role: Role::Manager }
-    }
-
-    /// Leader side of a renewal: a new certificate for the identity the caller's current
-    /// certificate proves.
+    /// Signing side of a renewal (`node::renewal` runs the loop on every node): a new certificate
+    /// for the identity the caller's current certificate proves.
     pub fn sign_renewal(&self, csr_pem: &str, who: PeerIdentity, ip: IpAddr) -> Result<String, Error> {
         let ca = self.view.read(|s| s.cluster.as_ref().and_then(|c| c.ca.clone())).ok_or(Error::NoLeader)?;
         // The node table decides the role (a promoted worker renews into a manager certificate).

@@ -9,6 +9,7 @@
 //! ```
 //! May import every room of this crate. Nothing in this crate imports `node`.
 
+pub mod renewal;
 pub mod start;
 pub mod worker;
 

@@ -1,5 +1,6 @@
 //! Starting a node: settle its identity and certificate, then run it as a manager (Raft member) or a
-//! worker, as its join token (or its data dir) says.
+//! worker, as its join token (or its data dir) says, with the certificate renewal of that role
+//! ([`renewal`]); the same on a role switch.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,17 +12,30 @@ use rustls::pki_types::pem::PemObject;
 use crate::cluster::manager::{Manager, NodeConfig, StartMode};
 use crate::datadir::{NodeIdentity, data_dir_in_use};
 use crate::error::Error;
+use crate::node::renewal;
 use crate::node::worker::Worker;
 use crate::pki::gossip_key::GossipParams;
 use crate::pki::tls::{ClusterCa, ClusterCaExt, NodeCert, PeerIdentity};
 use shoal_model::Role;
 
 /// A running node.
+#[derive(Clone)]
 pub enum RunningNode {
     /// A Raft member keeping the registry.
     Manager(Arc<Manager>),
     /// A node that only runs tasks (and, for now, reports liveness).
     Worker(Arc<Worker>),
+}
+
+impl RunningNode {
+    /// Resolves when the node cannot go on, with the reason to stop the process with: the cluster
+    /// refused it for good (a removed worker), or its certificate expired and nobody can renew it.
+    pub async fn stopped(&self) -> String {
+        match self {
+            RunningNode::Manager(m) => m.given_up().await,
+            RunningNode::Worker(w) => w.stopped().await,
+        }
+    }
 }
 
 fn role_of(cert: &NodeCert) -> Result<Role, Error> {
@@ -104,11 +118,38 @@ pub async fn start(mut config: NodeConfig, mode: StartMode) -> Result<RunningNod
         }
     };
     identity.role = role_of(&cert)?;
+    // A certificate that expired while the node was off is refused by every other node, so the
+    // node could never rejoin by itself: say so now, with what to do, instead of knocking forever.
+    // The one exception is the cluster's only manager, which needs nobody to lead and then signs
+    // itself a new certificate from the CA in its state (checked once Raft has loaded its log).
+    let expired_at = match mode {
+        StartMode::Resume => renewal::expired_at(&cert)?,
+        _ => None,
+    };
+    if let Some(at) = expired_at
+        && identity.role == Role::Worker
+    {
+        return Err(renewal::expired(at, identity.id, Role::Worker, &dir));
+    }
 
-    match identity.role {
-        Role::Manager => Ok(RunningNode::Manager(
-            Manager::launch(config, mode, identity, cert, ca_for_init, crate::control::assignments::routes()).await?,
-        )),
+    let node = match identity.role {
+        Role::Manager => {
+            let id = identity.id;
+            let m = Manager::launch(config, mode, identity, cert, ca_for_init, crate::control::assignments::routes())
+                .await?;
+            let node = RunningNode::Manager(m.clone());
+            if let Some(at) = expired_at {
+                if !renewal::can_sign_expired(&node).await {
+                    m.shutdown().await;
+                    return Err(renewal::expired(at, id, Role::Manager, &dir));
+                }
+                tracing::warn!(
+                    expired_at = %renewal::rfc3339(at),
+                    "the node certificate expired while this node was off; it is the cluster's only manager, so it signs itself a new one from the cluster CA as soon as it leads"
+                );
+            }
+            node
+        }
         Role::Worker => {
             let first = match &mode {
                 StartMode::Join { addr, .. } => {
@@ -116,9 +157,11 @@ pub async fn start(mut config: NodeConfig, mode: StartMode) -> Result<RunningNod
                 }
                 _ => None,
             };
-            Ok(RunningNode::Worker(Worker::launch(config, identity, cert, first).await?))
+            RunningNode::Worker(Worker::launch(config, identity, cert, first).await?)
         }
-    }
+    };
+    tokio::spawn(renewal::run(node.clone()));
+    Ok(node)
 }
 
 /// Turns a promoted worker into a manager: it joins Raft through `via` with its new manager
@@ -128,7 +171,7 @@ pub async fn become_manager(config: NodeConfig, cert: NodeCert, via: String) -> 
     let mut identity =
         NodeIdentity::load(&dir)?.ok_or_else(|| Error::Internal("the worker's data dir has no node.json".into()))?;
     identity.role = Role::Manager;
-    Manager::launch(
+    let manager = Manager::launch(
         config,
         StartMode::Join { addr: via, token: String::new() },
         identity,
@@ -136,7 +179,9 @@ pub async fn become_manager(config: NodeConfig, cert: NodeCert, via: String) -> 
         None,
         crate::control::assignments::routes(),
     )
-    .await
+    .await?;
+    tokio::spawn(renewal::run(RunningNode::Manager(manager.clone())));
+    Ok(manager)
 }
 
 /// Turns a demoted manager into a worker: stops Raft and the cluster port, gets a worker
@@ -155,25 +200,8 @@ pub async fn become_worker(config: NodeConfig, manager: Arc<Manager>) -> Result<
             .collect()
     };
     manager.shutdown().await;
-    let current = manager.cert.current();
-    let (key_pem, csr_pem) = crate::pki::tls::new_csr()?;
-    let req = crate::rpc::wire::RenewRequest { csr_pem, ip: config.advertise_ip };
-    let mut last_err = Error::NoLeader;
-    let mut issued = None;
-    for addr in &others {
-        let res: Result<Result<String, Error>, crate::rpc::RpcError> =
-            manager.rpc.call(addr, "/cluster/renew", &req, std::time::Duration::from_secs(10)).await;
-        match res {
-            Ok(Ok(cert_pem)) => {
-                issued = Some((addr.clone(), cert_pem));
-                break;
-            }
-            Ok(Err(e)) => last_err = e,
-            Err(e) => last_err = Error::Unavailable(e.to_string()),
-        }
-    }
-    let (via, cert_pem) = issued.ok_or(last_err)?;
-    let cert = NodeCert { ca_pem: current.ca_pem, cert_pem, key_pem };
+    let ca_pem = manager.cert.current().ca_pem;
+    let (via, cert) = renewal::request(&manager.rpc, &others, config.advertise_ip, &ca_pem).await?;
     if role_of(&cert)? != Role::Worker {
         return Err(Error::Internal("the managers still issue a manager certificate to this node".into()));
     }
@@ -185,5 +213,7 @@ pub async fn become_worker(config: NodeConfig, manager: Arc<Manager>) -> Result<
     identity.role = Role::Worker;
     identity.save(&dir)?;
     tracing::info!(via = %via, "demoted: running as a worker");
-    Worker::launch(config, identity, cert, Some(via)).await
+    let worker = Worker::launch(config, identity, cert, Some(via)).await?;
+    tokio::spawn(renewal::run(RunningNode::Worker(worker.clone())));
+    Ok(worker)
 }

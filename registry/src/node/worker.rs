@@ -1,9 +1,11 @@
-//! A worker node: it holds a worker certificate, keeps no cluster state and reports liveness to the
-//! managers with a heartbeat over the cluster RPC. (Running tasks arrives with the agent; gossip
-//! liveness with the gossip crate.)
+//! A worker node: it holds a worker certificate, keeps no cluster state and reports to the managers
+//! with a heartbeat over the cluster RPC, which is what keeps it Ready on the leader (see
+//! `cluster::liveness`); it fetches its assignments and reports task statuses the same way.
 //!
 //! Its HTTP API refuses every request with a message naming a manager's API to use instead.
 
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +22,9 @@ use shoal_model::NodeId;
 /// How often a worker reports to the managers.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Heartbeats in flight at most (each waits up to 3 s per manager).
+const MAX_BEATS_IN_FLIGHT: usize = 4;
+
 /// A running worker.
 pub struct Worker {
     /// Node ID.
@@ -33,6 +38,8 @@ pub struct Worker {
     stopped: tokio::sync::watch::Sender<Option<String>>,
     /// Set, with a manager certificate, when the node was promoted.
     promoted: tokio::sync::watch::Sender<Option<(NodeCert, String)>>,
+    /// Taken by the one heartbeat that gets the manager certificate after a promotion.
+    promoting: AtomicBool,
     cert: LiveCert,
 }
 
@@ -61,6 +68,7 @@ impl Worker {
             data_dir: dir.clone(),
             stopped: tokio::sync::watch::channel(None).0,
             promoted: tokio::sync::watch::channel(None).0,
+            promoting: AtomicBool::new(false),
             cert: live,
         });
         // The first heartbeat registers the node; a join is complete only when it is accepted.
@@ -83,16 +91,20 @@ impl Worker {
             http_addr: self.identity.http_addr.clone(),
             resources: crate::host::resources(),
         };
-        let targets: Vec<String> =
-            self.managers.lock().expect("managers lock").managers.iter().map(|m| m.0.clone()).collect();
+        let targets = self.manager_addrs();
         let mut last = Error::NoLeader;
         for addr in targets {
             let res: Result<Result<ManagerList, Error>, RpcError> =
                 self.rpc.call(&addr, "/cluster/heartbeat", &hb, Duration::from_secs(3)).await;
             match res {
                 Ok(Ok(list)) if !list.managers.is_empty() => {
-                    if list.role == shoal_model::Role::Manager && self.promoted.borrow().is_none() {
-                        self.become_manager(&addr).await?;
+                    // Beats overlap: only one of them switches roles.
+                    if list.role == shoal_model::Role::Manager
+                        && !self.promoting.swap(true, Ordering::SeqCst)
+                        && let Err(e) = self.become_manager(&addr).await
+                    {
+                        self.promoting.store(false, Ordering::SeqCst);
+                        return Err(e);
                     }
                     let changed = {
                         let mut known = self.managers.lock().expect("managers lock");
@@ -117,35 +129,44 @@ impl Worker {
 
     async fn heartbeat_loop(self: Arc<Self>) {
         tracing::info!("registered with the managers");
+        // Heartbeats are what keeps this worker Ready on the leader (gossip alone is not enough),
+        // so one that hangs (a lost packet, a paused manager) must not hold up the next: a beat
+        // goes out every interval, each with its own timeouts, a few at most in flight.
+        let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // the first tick is immediate, and launch has just beaten
+        let mut beats = tokio::task::JoinSet::new();
         loop {
-            tokio::time::sleep(HEARTBEAT_INTERVAL).await;
-            match self.beat().await {
-                Ok(()) => {}
-                // Refused for good (removed from the cluster): stop instead of knocking forever.
-                Err(e @ Error::Forbidden(_)) => {
-                    tracing::error!(error = %e, "the cluster refuses this node; stopping");
-                    self.stopped.send_replace(Some(e.to_string()));
-                    return;
+            tokio::select! {
+                _ = tick.tick() => {
+                    if self.is_stopped() {
+                        return;
+                    }
+                    if beats.len() < MAX_BEATS_IN_FLIGHT {
+                        let w = self.clone();
+                        beats.spawn(async move { w.beat().await });
+                    }
                 }
-                Err(e) => tracing::warn!(error = %e, "heartbeat to the managers failed"),
+                Some(done) = beats.join_next() => match done {
+                    Ok(Ok(())) => {}
+                    // Refused for good (removed from the cluster): stop instead of knocking forever.
+                    Ok(Err(e @ Error::Forbidden(_))) => {
+                        tracing::error!(error = %e, "the cluster refuses this node; stopping");
+                        self.stop(e.to_string());
+                        return;
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "heartbeat to the managers failed"),
+                    Err(e) => tracing::warn!(error = %e, "heartbeat task failed"),
+                },
             }
         }
     }
 
     /// Promotion: get a manager certificate (the node table now says manager) and hand it over.
     async fn become_manager(&self, via: &str) -> Result<(), Error> {
-        let (key_pem, csr_pem) = crate::pki::tls::new_csr()?;
-        let ip = self
-            .identity
-            .cluster_addr
-            .parse::<std::net::SocketAddr>()
-            .map(|a| a.ip())
-            .map_err(|e| Error::Internal(format!("bad advertised address: {e}")))?;
-        let req = crate::rpc::wire::RenewRequest { csr_pem, ip };
-        let res: Result<Result<String, Error>, RpcError> =
-            self.rpc.call(via, "/cluster/renew", &req, Duration::from_secs(10)).await;
-        let cert_pem = res.map_err(|e| Error::Unavailable(e.to_string()))??;
-        let cert = NodeCert { ca_pem: self.cert.current().ca_pem, cert_pem, key_pem };
+        let ca_pem = self.cert.current().ca_pem;
+        let (_, cert) =
+            crate::node::renewal::request(&self.rpc, &[via.to_string()], self.advertised_ip()?, &ca_pem).await?;
         tracing::info!("promoted to manager: got a manager certificate, joining Raft");
         self.promoted.send_replace(Some((cert, via.to_string())));
         Ok(())
@@ -154,18 +175,37 @@ impl Worker {
     /// Resolves when the node was promoted, with its manager certificate and a manager to join through.
     pub async fn promoted(&self) -> (NodeCert, String) {
         let mut rx = self.promoted.subscribe();
-        match rx.wait_for(Option::is_some).await {
-            Ok(p) => p.clone().expect("checked"),
-            Err(_) => std::future::pending().await,
+        // Clone out of the watch's guard before any other await: it must not be held across one.
+        let promoted = rx.wait_for(Option::is_some).await.ok().and_then(|p| p.clone());
+        match promoted {
+            Some(p) => p,
+            None => std::future::pending().await,
         }
     }
 
-    /// Resolves when the cluster has refused this node for good, with the reason.
+    /// Whether the node was promoted (this worker's part is over).
+    pub(crate) fn is_promoted(&self) -> bool {
+        self.promoted.borrow().is_some()
+    }
+
+    /// Stops the worker for good with `reason` (see [`Worker::stopped`]).
+    pub(crate) fn stop(&self, reason: String) {
+        self.stopped.send_replace(Some(reason));
+    }
+
+    /// Whether the worker was stopped for good.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.borrow().is_some()
+    }
+
+    /// Resolves when this node cannot go on, with the reason: the cluster refused it for good (it
+    /// was removed), or its certificate expired.
     pub async fn stopped(&self) -> String {
         let mut rx = self.stopped.subscribe();
-        match rx.wait_for(Option::is_some).await {
-            Ok(reason) => reason.clone().unwrap_or_default(),
-            Err(_) => std::future::pending().await,
+        let reason = rx.wait_for(Option::is_some).await.ok().and_then(|r| r.clone());
+        match reason {
+            Some(reason) => reason,
+            None => std::future::pending().await,
         }
     }
 
@@ -188,8 +228,7 @@ impl Worker {
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp, Error> {
-        let targets: Vec<String> =
-            self.managers.lock().expect("managers lock").managers.iter().map(|m| m.0.clone()).collect();
+        let targets = self.manager_addrs();
         let mut last = Error::NoLeader;
         for addr in targets {
             match self.rpc.call::<Req, Resp>(&addr, path, req, timeout).await {
@@ -198,6 +237,35 @@ impl Worker {
             }
         }
         Err(last)
+    }
+
+    /// The cluster addresses of the managers this worker knows (where it renews its certificate).
+    pub(crate) fn manager_addrs(&self) -> Vec<String> {
+        self.managers.lock().expect("managers lock").managers.iter().map(|m| m.0.clone()).collect()
+    }
+
+    /// The IP this worker advertises (its certificate's SAN).
+    pub(crate) fn advertised_ip(&self) -> Result<IpAddr, Error> {
+        self.identity
+            .cluster_addr
+            .parse::<std::net::SocketAddr>()
+            .map(|a| a.ip())
+            .map_err(|e| Error::Internal(format!("bad advertised address {:?}: {e}", self.identity.cluster_addr)))
+    }
+
+    /// The cluster-port client (with this worker's live certificate).
+    pub(crate) fn rpc(&self) -> &RpcClient {
+        &self.rpc
+    }
+
+    /// The certificate TLS uses, replaced by renewal.
+    pub(crate) fn live_cert(&self) -> &LiveCert {
+        &self.cert
+    }
+
+    /// The data dir.
+    pub(crate) fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
     }
 
     /// A manager's HTTP API address to point clients at.
