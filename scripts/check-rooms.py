@@ -34,7 +34,7 @@ ALLOWED = {
 FORBIDDEN_IN_MODEL = ["tokio", "openraft", "axum", "hyper", "rcgen", "rustls", "redb", "reqwest", "bollard", "rand"]
 
 # registry/src rooms, lowest first; the files at the crate root are the ground floor.
-RANKS = {"error": 0, "files": 0, "datadir": 0, "host": 0, "pki": 1, "store": 2, "rpc": 3, "cluster": 4,
+RANKS = {"error": 0, "files": 0, "datadir": 0, "host": 0, "ids": 0, "pki": 1, "store": 2, "rpc": 3, "cluster": 4,
          "control": 5, "node": 6}
 
 problems = []

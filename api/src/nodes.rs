@@ -79,7 +79,7 @@ pub(crate) async fn update_node(
     Path(node): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let spec: shoal_registry::cluster::membership::NodeUpdateSpec = match serde_json::from_slice(&body) {
+    let spec: shoal_registry::cluster::nodes::NodeUpdateSpec = match serde_json::from_slice(&body) {
         Ok(s) => s,
         Err(e) => return error_response(&Error::BadRequest(format!("invalid node update: {e}")), None),
     };

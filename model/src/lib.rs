@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod command;
 pub mod duration;
 pub mod kv;
+pub mod lookup;
 pub mod node;
 pub mod services;
 pub mod spec;

@@ -5,7 +5,7 @@
 //!
 //! | room | what |
 //! |---|---|
-//! | [`error`], [`files`], [`datadir`], [`host`] | the error every room returns; JSON files, the data dir and its format; this host's resources |
+//! | [`error`], [`files`], [`datadir`], [`host`], [`ids`] | the error every room returns; JSON files, the data dir and its format; this host's resources; random IDs and secrets |
 //! | [`pki`] | the cluster CA, node certificates, rustls configs, the TLS listener, the gossip key |
 //! | [`store`] | openraft glue: the redb log store, the state machine, group commit, read barrier, the watch |
 //! | [`rpc`] | the cluster-port client, its wire types, the Raft network (knows nothing of the Manager) |
@@ -25,6 +25,7 @@ pub mod datadir;
 pub mod error;
 pub mod files;
 pub mod host;
+pub mod ids;
 pub mod node;
 pub mod pki;
 pub mod rpc;

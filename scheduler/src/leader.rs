@@ -69,7 +69,7 @@ pub struct RandomIds;
 
 impl IdSource for RandomIds {
     fn next_id(&mut self) -> String {
-        shoal_registry::control::services::new_object_id()
+        shoal_registry::ids::object_id()
     }
 }
 

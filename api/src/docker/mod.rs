@@ -20,7 +20,7 @@ use services::docker_error;
 use shoal_model::Role;
 use shoal_registry::Error;
 use shoal_registry::cluster::manager::{Manager, NodeRow};
-use shoal_registry::cluster::membership::NodeUpdateSpec;
+use shoal_registry::cluster::nodes::NodeUpdateSpec;
 
 /// The API version Shoal speaks (the engine on this project's machines speaks the same).
 pub const API_VERSION: &str = "1.41";
@@ -158,7 +158,7 @@ async fn node(State(m): State<Arc<Manager>>, Path(id): Path<String>) -> Response
         Ok(r) => r,
         Err(e) => return docker_error(&e),
     };
-    match shoal_registry::cluster::membership::resolve_node(&rows, &id) {
+    match shoal_registry::cluster::nodes::resolve_node(&rows, &id) {
         Ok(row) => axum::Json(node_json(row, versions.get(&row.id).copied().unwrap_or(0))).into_response(),
         Err(e) => docker_error(&not_found_node(e, &id)),
     }
@@ -183,7 +183,7 @@ async fn update_node(
         Ok(r) => r,
         Err(e) => return docker_error(&e),
     };
-    let row = match shoal_registry::cluster::membership::resolve_node(&rows, &id) {
+    let row = match shoal_registry::cluster::nodes::resolve_node(&rows, &id) {
         Ok(r) => r.clone(),
         Err(e) => return docker_error(&not_found_node(e, &id)),
     };

@@ -18,12 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::{Config, Raft, ServerState, SnapshotPolicy};
-use rand::Rng;
-use rand::distr::Alphanumeric;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-pub use crate::cluster::membership::{JoinToken, NodeRow};
+pub use crate::cluster::membership::JoinToken;
+pub use crate::cluster::nodes::NodeRow;
 use crate::datadir::{DB_FILE, NodeIdentity};
 use crate::error::Error;
 use crate::pki::listener::{Peer, TlsListener};
@@ -149,10 +148,6 @@ pub struct Manager {
     pub(crate) config: NodeConfig,
 }
 
-pub(crate) fn random_secret(len: usize) -> String {
-    rand::rng().sample_iter(&Alphanumeric).take(len).map(|c| (c as char).to_ascii_lowercase()).collect()
-}
-
 impl Manager {
     /// Starts a manager whose identity and certificate are settled (see [`crate::node::start`]):
     /// opens storage, starts Raft and the cluster RPC listener, then initialises, joins or resumes.
@@ -275,8 +270,8 @@ impl Manager {
         self.write(Command::InitCluster {
             cluster_id: ca.digest()?,
             ca: Some(ca),
-            manager_secret: random_secret(25),
-            worker_secret: random_secret(25),
+            manager_secret: crate::ids::secret(),
+            worker_secret: crate::ids::secret(),
         })
         .await?;
         self.upsert_self(Role::Manager).await

@@ -5,7 +5,7 @@
 //! cluster port ─▶ server ─┬─ /raft/*            ─▶ openraft
 //!                         ├─ /cluster/write     ─▶ Manager::write_as_leader
 //!                         ├─ /cluster/join, certificate, renew ─▶ membership
-//!                         └─ /cluster/heartbeat ─▶ node table (workers)
+//!                         └─ /cluster/heartbeat ─▶ nodes (the node table)
 //! ```
 //! May import: `shoal_model`, [`crate::store`], [`crate::rpc`], [`crate::pki`], [`crate::error`],
 //! [`crate::files`], [`crate::datadir`]. Not `control` or `node`: what they add to the cluster port
@@ -15,4 +15,5 @@ pub mod demotion;
 pub mod liveness;
 pub mod manager;
 pub mod membership;
+pub mod nodes;
 pub mod server;

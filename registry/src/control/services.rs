@@ -2,11 +2,9 @@
 //! last word (name conflicts and stale versions are checked there, at apply time), so two managers
 //! racing on the same name cannot both win.
 
-use rand::Rng;
-use rand::distr::Alphanumeric;
-
 use crate::cluster::manager::Manager;
 use crate::error::Error;
+use shoal_model::lookup::{Lookup, find};
 use shoal_model::services::{ServiceCommand, ServiceRecord, rfc3339};
 use shoal_model::spec::ServiceSpec;
 use shoal_model::{Command, CommandResult};
@@ -14,11 +12,6 @@ use shoal_model::{Command, CommandResult};
 fn now() -> String {
     let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     rfc3339(ms)
-}
-
-/// A new 25-character lowercase ID, as Docker's.
-pub fn new_object_id() -> String {
-    rand::rng().sample_iter(&Alphanumeric).take(25).map(|c| (c as char).to_ascii_lowercase()).collect()
 }
 
 fn parse(spec: &serde_json::Value) -> Result<ServiceSpec, Error> {
@@ -37,13 +30,7 @@ pub fn resolve<'a>(
     services: impl Iterator<Item = &'a ServiceRecord> + Clone,
     query: &str,
 ) -> Result<&'a ServiceRecord, Error> {
-    if let Some(s) = services.clone().find(|s| s.id == query) {
-        return Ok(s);
-    }
-    if let Some(s) = services.clone().find(|s| s.name == query) {
-        return Ok(s);
-    }
-    by_id_prefix(services, |s| &s.id, "service", query)
+    found(find(services, |s| &s.id, Some(&|s: &ServiceRecord| s.name.as_str()), query), "service", query)
 }
 
 /// Finds an object by full ID or unique ID prefix; `what` names its kind in the errors.
@@ -53,14 +40,16 @@ pub fn by_id_prefix<'a, T>(
     what: &str,
     query: &str,
 ) -> Result<&'a T, Error> {
-    if let Some(t) = items.clone().find(|t| id(t) == query) {
-        return Ok(t);
-    }
-    let matches: Vec<&T> = items.filter(|t| !query.is_empty() && id(t).starts_with(query)).collect();
-    match matches.as_slice() {
-        [one] => Ok(one),
-        [] => Err(Error::NotFound(format!("{what} {query} not found"))),
-        _ => Err(Error::BadRequest(format!("{what} {query} is ambiguous ({} {what}s match)", matches.len()))),
+    found(find(items, id, None, query), what, query)
+}
+
+fn found<'a, T>(lookup: Lookup<'a, T>, what: &str, query: &str) -> Result<&'a T, Error> {
+    match lookup {
+        Lookup::Found(t) => Ok(t),
+        Lookup::Missing => Err(Error::NotFound(format!("{what} {query} not found"))),
+        Lookup::AmbiguousName(m) | Lookup::AmbiguousPrefix(m) => {
+            Err(Error::BadRequest(format!("{what} {query} is ambiguous ({} {what}s match)", m.len())))
+        }
     }
 }
 
@@ -68,7 +57,7 @@ impl Manager {
     /// Creates a service from a Docker `ServiceSpec`; returns its ID.
     pub async fn create_service(&self, spec: serde_json::Value) -> Result<String, Error> {
         let parsed = parse(&spec)?;
-        let id = new_object_id();
+        let id = crate::ids::object_id();
         let cmd = ServiceCommand::Create { id: id.clone(), name: parsed.name, spec: spec.to_string(), at: now() };
         outcome(self.write(Command::Service(cmd)).await?)?;
         Ok(id)

@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use rand::Rng;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
@@ -80,7 +79,7 @@ pub async fn start(mut config: NodeConfig, mode: StartMode) -> Result<RunningNod
             id
         }
         None => NodeIdentity {
-            id: rand::rng().random_range(1..u64::MAX >> 1),
+            id: crate::ids::node_id(),
             name: config.name.clone(),
             cluster_addr: SocketAddr::new(config.advertise_ip, config.cluster_port).to_string(),
             http_addr: SocketAddr::new(config.advertise_ip, config.http_port).to_string(),
