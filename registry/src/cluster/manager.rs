@@ -12,21 +12,21 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::{Config, Raft, ServerState, SnapshotPolicy};
-use serde::{Deserialize, Serialize};
+use openraft::{Config, Raft, SnapshotPolicy};
 use tokio::time::Instant;
 
+pub use crate::cluster::config::{NodeConfig, StartMode};
 pub use crate::cluster::membership::JoinToken;
 pub use crate::cluster::nodes::NodeRow;
+pub use crate::cluster::status::RaftStats;
 use crate::datadir::{DB_FILE, NodeIdentity};
 use crate::error::Error;
 use crate::pki::listener::{Peer, TlsListener};
-use crate::pki::tls::{ClusterCaExt, DEFAULT_CERT_VALIDITY, LiveCert, NodeCert};
+use crate::pki::tls::{ClusterCaExt, LiveCert, NodeCert};
 use crate::rpc::network::{Contacts, Network};
 use crate::rpc::{RpcClient, RpcError};
 use crate::store::TypeConfig;
@@ -36,85 +36,6 @@ use crate::store::read_barrier::ReadBarrier;
 use crate::store::state_machine::{StateMachineStore, StateView};
 use shoal_model::ClusterCa;
 use shoal_model::{Command, CommandResult, NodeId, Role, ShoalNode};
-
-/// Tunables of a manager. `Default` gives the production defaults.
-#[derive(Debug, Clone)]
-pub struct NodeConfig {
-    /// Where the Raft log, snapshots and identity live.
-    pub data_dir: PathBuf,
-    /// Node name (hostname by default).
-    pub name: String,
-    /// Address to listen on.
-    pub bind_ip: IpAddr,
-    /// Address other nodes use to reach this one.
-    pub advertise_ip: IpAddr,
-    /// Cluster RPC port (Raft, agent RPC).
-    pub cluster_port: u16,
-    /// HTTP API port.
-    pub http_port: u16,
-    /// Leader heartbeat interval.
-    pub heartbeat: Duration,
-    /// Election timeout: a follower that hears nothing for a random time in this range campaigns.
-    pub election_timeout: (Duration, Duration),
-    /// Build a snapshot and compact the log after this many entries.
-    pub snapshot_threshold: u64,
-    /// Entries kept in the log behind a snapshot, so slightly lagging followers need no snapshot.
-    pub keep_logs: u64,
-    /// A write (or linearizable read) that has not been acknowledged after this long fails with
-    /// "no elected cluster leader".
-    pub write_timeout: Duration,
-    /// Never fsync the Raft log. UNSAFE: acknowledged writes are lost on a crash. Only for tests that
-    /// prove the crash tests can fail.
-    pub unsafe_no_fsync: bool,
-    /// Validity of the node certificates this manager issues (when it leads). Nodes renew theirs
-    /// after two thirds of it.
-    pub cert_validity: Duration,
-    /// A node not heard from (gossip, heartbeat, Raft) for this long is recorded as down.
-    pub down_window: Duration,
-    /// Gossip port (UDP).
-    pub gossip_port: u16,
-    /// How often a node gossips.
-    pub gossip_interval: Duration,
-}
-
-impl Default for NodeConfig {
-    fn default() -> Self {
-        Self {
-            data_dir: PathBuf::from("shoal-data"),
-            name: "shoal".into(),
-            bind_ip: IpAddr::from([127, 0, 0, 1]),
-            advertise_ip: IpAddr::from([127, 0, 0, 1]),
-            cluster_port: 2377,
-            http_port: 8500,
-            heartbeat: Duration::from_millis(100),
-            election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),
-            snapshot_threshold: 10_000,
-            keep_logs: 1_000,
-            write_timeout: Duration::from_millis(4_500),
-            unsafe_no_fsync: false,
-            cert_validity: DEFAULT_CERT_VALIDITY,
-            down_window: Duration::from_secs(5),
-            gossip_port: 7946,
-            gossip_interval: Duration::from_millis(250),
-        }
-    }
-}
-
-/// How a manager starts.
-#[derive(Debug, Clone)]
-pub enum StartMode {
-    /// Create a new cluster with this node as its only member.
-    Init,
-    /// Join the cluster whose manager is at `addr` (`IP[:PORT]`).
-    Join {
-        /// A manager's cluster address.
-        addr: String,
-        /// Join token.
-        token: String,
-    },
-    /// Resume from an existing data dir.
-    Resume,
-}
 
 /// A running manager.
 pub struct Manager {
@@ -522,73 +443,6 @@ impl Manager {
         }
     }
 
-    /// The leader as this node sees it: its ID and addresses.
-    pub fn leader(&self) -> Option<(NodeId, ShoalNode)> {
-        // Borrow, not clone: these run on every request (X-Consul-* headers, write routing).
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow();
-        let id = m.current_leader?;
-        let node = m.membership_config.membership().get_node(&id).cloned()?;
-        Some((id, node))
-    }
-
-    /// Whether this node leads.
-    pub fn is_leader(&self) -> bool {
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow();
-        m.current_leader == Some(self.id) && m.state == ServerState::Leader
-    }
-
-    /// Whether this node believes there is a working leader (Consul's `X-Consul-KnownLeader`). A
-    /// leader that has not heard from a quorum for several election timeouts does not count.
-    pub fn known_leader(&self) -> bool {
-        // Borrow, not clone: these run on every request (X-Consul-* headers, write routing).
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow();
-        match m.current_leader {
-            None => false,
-            Some(id) if id == self.id => {
-                let stale = 3 * self.config.election_timeout.1.as_millis() as u64;
-                m.millis_since_quorum_ack.is_none_or(|ms| ms < stale)
-            }
-            Some(_) => true,
-        }
-    }
-
-    /// Milliseconds since this node last heard from a leader (0 on the leader).
-    pub fn last_contact_ms(&self) -> u64 {
-        if self.raft.metrics().borrow().state == ServerState::Leader {
-            return 0;
-        }
-        self.leader_contact.lock().expect("leader contact lock").elapsed().as_millis() as u64
-    }
-
-    /// The voters' cluster addresses.
-    pub fn peers(&self) -> Vec<String> {
-        // Borrow, not clone: these run on every request (X-Consul-* headers, write routing).
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow();
-        let membership = m.membership_config.membership();
-        membership.voter_ids().filter_map(|id| membership.get_node(&id).map(|n| n.cluster_addr.clone())).collect()
-    }
-
-    /// Raft and log-writer figures for operators (`GET /v1/agent/raft`).
-    pub fn raft_stats(&self) -> RaftStats {
-        use std::sync::atomic::Ordering::Relaxed;
-        let m = self.raft.metrics().borrow().clone();
-        RaftStats {
-            state: format!("{:?}", m.state),
-            term: m.current_term,
-            last_log_index: m.last_log_index.unwrap_or(0),
-            applied_index: m.last_applied.map_or(0, |l| l.index),
-            snapshot_index: m.snapshot.map_or(0, |l| l.index),
-            leader: self.leader().map(|(_, n)| n.cluster_addr).unwrap_or_default(),
-            fsyncs: self.log_stats.fsyncs.load(Relaxed),
-            append_calls: self.log_stats.appends.load(Relaxed),
-            entries_written: self.log_stats.entries.load(Relaxed),
-        }
-    }
-
     /// Hands the liveness loop its gossip view (`cli` wires gossip in; the registry does not know it).
     pub fn set_heard(&self, heard: Arc<dyn crate::cluster::liveness::Heard>) {
         *self.heard.write().expect("heard lock") = Some(heard);
@@ -617,28 +471,4 @@ impl Drop for GateGuard<'_> {
     fn drop(&mut self) {
         self.0.send_replace(false);
     }
-}
-
-/// `GET /v1/agent/raft`: what this manager's Raft and log writer are doing.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "PascalCase")]
-pub struct RaftStats {
-    /// Leader, Follower, Candidate, Learner.
-    pub state: String,
-    /// Current term.
-    pub term: u64,
-    /// Last log index on this node.
-    pub last_log_index: u64,
-    /// Last applied index.
-    pub applied_index: u64,
-    /// Index covered by the last snapshot.
-    pub snapshot_index: u64,
-    /// The leader's cluster address, `""` if none.
-    pub leader: String,
-    /// Durable commits of the log writer; fewer than `AppendCalls` means group commit is sharing fsyncs.
-    pub fsyncs: u64,
-    /// Appends openraft asked for.
-    pub append_calls: u64,
-    /// Log entries written.
-    pub entries_written: u64,
 }

@@ -11,9 +11,11 @@
 //! [`crate::files`], [`crate::datadir`]. Not `control` or `node`: what they add to the cluster port
 //! comes in as routes.
 
+pub mod config;
 pub mod demotion;
 pub mod liveness;
 pub mod manager;
 pub mod membership;
 pub mod nodes;
 pub mod server;
+pub mod status;
