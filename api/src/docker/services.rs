@@ -143,7 +143,7 @@ pub async fn list(
         return docker_error(&e);
     }
     let with_status = q.get("status").is_some_and(|v| v == "true" || v == "1");
-    let filters = match Filters::parse(q.get("filters")) {
+    let filters = match Filters::parse(q.get("filters").map(String::as_str)) {
         Ok(f) => f,
         Err(e) => return docker_error(&e),
     };
@@ -291,11 +291,10 @@ pub async fn task(State(m): State<Arc<Manager>>, Path(id): Path<String>) -> Resp
 /// carries its index in `X-Consul-Index` (the CLI's progress display waits on it).
 pub async fn tasks(State(m): State<Arc<Manager>>, RawQuery(raw): RawQuery) -> Response {
     let q = crate::query::Query::parse(raw.as_deref());
-    let (filters, opts) =
-        match (Filters::parse(q.get("filters").map(str::to_string).as_ref()), ReadOptions::from_query(&q)) {
-            (Ok(f), Ok(o)) => (f, o),
-            (Err(e), _) | (_, Err(e)) => return docker_error(&e),
-        };
+    let (filters, opts) = match (Filters::parse(q.get("filters")), ReadOptions::from_query(&q)) {
+        (Ok(f), Ok(o)) => (f, o),
+        (Err(e), _) | (_, Err(e)) => return docker_error(&e),
+    };
     if let Err(e) = m.linearize().await {
         return docker_error(&e);
     }
@@ -338,7 +337,7 @@ impl Filters {
         &["id", "name", "label", "mode", "service", "node", "desired-state", "_up-to-date"];
 
     /// Parses the `filters` parameter; unknown keys are refused, as Docker does.
-    pub fn parse(raw: Option<&String>) -> Result<Self, Error> {
+    pub fn parse(raw: Option<&str>) -> Result<Self, Error> {
         let Some(raw) = raw.filter(|r| !r.is_empty()) else { return Ok(Self::default()) };
         let v: Value = serde_json::from_str(raw).map_err(|e| Error::BadRequest(format!("invalid filters: {e}")))?;
         let mut out = std::collections::BTreeMap::new();
