@@ -92,10 +92,7 @@ async fn require_manager(
             tracing::warn!(peer = %peer.addr, node_id = format!("{:016x}", id.id), path = %req.uri().path(), "refused: a worker certificate cannot call a manager-only RPC");
             (StatusCode::FORBIDDEN, "manager-only RPC: the client certificate has the worker role\n").into_response()
         }
-        None => {
-            tracing::warn!(peer = %peer.addr, path = %req.uri().path(), "refused: no client certificate from this cluster");
-            (StatusCode::UNAUTHORIZED, "this RPC needs a node certificate from this cluster's CA\n").into_response()
-        }
+        None => refuse_anonymous(&peer, &req),
     }
 }
 
@@ -107,10 +104,14 @@ async fn require_member(
     next: Next,
 ) -> Response {
     match peer.identity {
-        Some(id) if is_removed(&m, id.id) => return refuse_removed(&peer, id.id),
-        Some(_) => return next.run(req).await,
-        None => {}
+        Some(id) if is_removed(&m, id.id) => refuse_removed(&peer, id.id),
+        Some(_) => next.run(req).await,
+        None => refuse_anonymous(&peer, &req),
     }
+}
+
+/// Refuses (and logs) a request that presented no certificate of this cluster.
+fn refuse_anonymous(peer: &Peer, req: &Request) -> Response {
     tracing::warn!(peer = %peer.addr, path = %req.uri().path(), "refused: no client certificate from this cluster");
     (StatusCode::UNAUTHORIZED, "this RPC needs a node certificate from this cluster's CA\n").into_response()
 }
