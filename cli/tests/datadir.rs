@@ -68,7 +68,7 @@ async fn a_data_dir_of_the_build_before_formats_is_read_and_stamped() {
     assert_eq!(names, ["web"], "{services}");
     let stamp: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("format.json")).expect("format.json written")).unwrap();
-    assert_eq!(stamp["Format"], 2, "{stamp}");
+    assert_eq!(stamp["Format"], shoal_registry::datadir::FORMAT, "{stamp}");
     // New writes land too.
     assert!(kv.put("fixture/new", b"ok", "").await.unwrap());
     assert_eq!(kv.get("fixture/new", "").await.unwrap().unwrap(), b"ok");
@@ -78,13 +78,14 @@ async fn a_data_dir_of_the_build_before_formats_is_read_and_stamped() {
 async fn a_newer_format_is_refused_with_both_versions_and_nothing_changes() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = fixture(tmp.path());
-    let newer = r#"{"Format":3,"WrittenBy":"0.9.0"}"#;
+    let newer = r#"{"Format":99,"WrittenBy":"0.9.0"}"#;
     std::fs::write(dir.join("format.json"), newer).unwrap();
     let before = std::fs::read(dir.join("raft.redb")).unwrap();
     let out = agent(&dir, free_port()).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a newer format must not start: {stderr}");
-    for words in ["format 3", "0.9.0", "reads formats 1 to 2", "join the node again"] {
+    let reads = format!("reads formats 1 to {}", shoal_registry::datadir::FORMAT);
+    for words in ["format 99", "0.9.0", reads.as_str(), "join the node again"] {
         assert!(stderr.contains(words), "{words:?} missing from: {stderr}");
     }
     assert_eq!(std::fs::read_to_string(dir.join("format.json")).unwrap(), newer);

@@ -98,6 +98,9 @@ pub enum Command {
         /// Only if `ModifyIndex == n` (single key only).
         cas: Option<u64>,
     },
+    /// The service catalog: instances, checks, external nodes. (Appended last: log entries are
+    /// bincode, which numbers variants by position.)
+    Catalog(crate::catalog::CatalogCommand),
 }
 
 /// The answer of the state machine to one log entry.

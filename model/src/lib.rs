@@ -6,6 +6,7 @@
 //! applies the same log reaches the same state, and any crate can use the model without pulling in
 //! the cluster. See `README.md` for the flow and what may import this crate.
 
+pub mod catalog;
 pub mod cluster;
 pub mod command;
 pub mod duration;

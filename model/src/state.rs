@@ -11,6 +11,7 @@ use crate::cluster::ClusterInfo;
 use crate::command::{Command, CommandResult, Refusal};
 use crate::kv::KvTable;
 use crate::node::{NodeId, NodeRecord, NodeStatus, Role};
+use crate::services::TaskState;
 
 /// Everything the registry stores.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +32,9 @@ pub struct State {
     /// Services and tasks.
     #[serde(default)]
     pub services: crate::services::ServiceTables,
+    /// The service catalog with health (last: the snapshot of on-disk format 2 ends before it).
+    #[serde(default)]
+    pub catalog: crate::catalog::Catalog,
 }
 
 impl State {
@@ -88,6 +92,7 @@ impl State {
                         modify_index: index,
                     },
                 );
+                self.catalog.node_changed(index, name);
                 CommandResult::Done
             }
             Command::NodeUpdate { id, availability, label_add, label_rm } => match self.nodes.get_mut(id) {
@@ -118,14 +123,43 @@ impl State {
                 Some(n) => {
                     n.status = *status;
                     n.modify_index = index;
+                    // serfHealth is read from the status: the node's instances changed health with it.
+                    let name = n.name.clone();
+                    self.catalog.node_changed(index, &name);
                     CommandResult::Applied(true)
                 }
             },
             Command::NodeRemove { id } => {
                 self.removed.insert(*id);
-                CommandResult::Applied(self.nodes.remove(id).is_some())
+                let removed = self.nodes.remove(id);
+                if let Some(n) = &removed {
+                    self.catalog.forget_node(index, &n.name);
+                    self.catalog.nodes_index = index;
+                }
+                CommandResult::Applied(removed.is_some())
             }
-            Command::Service(c) => self.services.apply(index, c),
+            Command::Service(c) => {
+                let leaving = self.services.tasks_named_by(c);
+                let r = self.services.apply(index, c);
+                // A task told to go leaves the catalog in this same entry, before its container stops.
+                for (task_id, service_name) in leaving {
+                    let going = self
+                        .services
+                        .tasks
+                        .get(&task_id)
+                        .is_none_or(|t| t.desired > TaskState::Running || t.status.state.is_terminal());
+                    if going {
+                        self.catalog.forget_task(index, &service_name, &task_id);
+                    }
+                }
+                r
+            }
+            Command::Catalog(c) => {
+                let nodes = &self.nodes;
+                let cluster_node = |name: &str| nodes.values().any(|n| n.name == name);
+                let cx = crate::catalog::apply::Context { cluster_node: &cluster_node, tasks: &self.services };
+                self.catalog.apply(index, c, &cx)
+            }
             Command::KvSet { key, value, flags, cas } => {
                 CommandResult::Applied(self.kv.set(index, key, value.clone(), *flags, *cas))
             }

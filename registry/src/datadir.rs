@@ -53,7 +53,10 @@ pub fn data_dir_in_use(dir: &Path) -> bool {
 /// recorded (no `format.json`); format 2 has the same bytes (the split of the model out of the
 /// registry kept the snapshot's layout) plus `format.json`. A change to the bytes of the snapshot,
 /// the log entries or the files above must bump this and say here how the older format is read.
-pub const FORMAT: u32 = 2;
+/// Format 3 appends the catalog to the snapshot's tables and `Command::Catalog` to the log's
+/// commands; a format 1 or 2 snapshot is read with an empty catalog (`store::state_machine`), and
+/// their log entries decode unchanged (bincode numbers enum variants by position).
+pub const FORMAT: u32 = 3;
 
 /// The oldest format this build reads.
 pub const OLDEST_READABLE: u32 = 1;

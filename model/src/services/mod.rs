@@ -288,6 +288,27 @@ pub struct ServiceTables {
 }
 
 impl ServiceTables {
+    /// The tasks `cmd` may send away (shut down, end or delete), each with its service's name, read
+    /// before the command is applied (a removed service's name is gone after it).
+    pub fn tasks_named_by(&self, cmd: &ServiceCommand) -> Vec<(String, String)> {
+        let name_of = |service_id: &str| self.services.get(service_id).map(|s| s.name.clone());
+        let task = |id: &str| {
+            self.tasks.get(id).and_then(|t| name_of(&t.service_id).map(|n| (id.to_string(), n))).into_iter().collect()
+        };
+        match cmd {
+            ServiceCommand::SetDesired { id, desired } if *desired > TaskState::Running => task(id),
+            ServiceCommand::SetStatus { id, status, .. } if status.state.is_terminal() => task(id),
+            ServiceCommand::RemoveTask { id } => task(id),
+            ServiceCommand::Remove { id } => match name_of(id) {
+                None => Vec::new(),
+                Some(name) => {
+                    self.tasks.values().filter(|t| &t.service_id == id).map(|t| (t.id.clone(), name.clone())).collect()
+                }
+            },
+            _ => Vec::new(),
+        }
+    }
+
     /// The service named `name`, if any.
     pub fn by_name(&self, name: &str) -> Option<&ServiceRecord> {
         self.services.values().find(|s| s.name == name)

@@ -39,9 +39,41 @@ struct Machine {
     tables: State,
 }
 
+/// The snapshot of on-disk formats 1 and 2: the same fields up to the services, no catalog.
+#[derive(Deserialize)]
+struct MachineFormat2 {
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, ShoalNode>,
+    cluster: Option<shoal_model::ClusterInfo>,
+    nodes: std::collections::BTreeMap<NodeId, shoal_model::NodeRecord>,
+    removed: std::collections::BTreeSet<NodeId>,
+    kv: shoal_model::kv::KvTable,
+    services: shoal_model::services::ServiceTables,
+}
+
 impl Machine {
+    /// Reads a snapshot of this format, or of formats 1 and 2 (which end before the catalog: it
+    /// starts empty and fills as agents resync).
     fn decode(data: &[u8]) -> Result<Self, Box<bincode::ErrorKind>> {
-        let mut m: Machine = bincode::deserialize(data)?;
+        let mut m: Machine = match bincode::deserialize(data) {
+            Ok(m) => m,
+            Err(e) if matches!(&*e, bincode::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof) => {
+                let old: MachineFormat2 = bincode::deserialize(data)?;
+                Machine {
+                    last_applied: old.last_applied,
+                    membership: old.membership,
+                    tables: State {
+                        cluster: old.cluster,
+                        nodes: old.nodes,
+                        removed: old.removed,
+                        kv: old.kv,
+                        services: old.services,
+                        ..State::default()
+                    },
+                }
+            }
+            Err(e) => return Err(e),
+        };
         m.tables.index = m.last_applied.map_or(0, |l| l.index);
         Ok(m)
     }
