@@ -5,19 +5,22 @@
 
 use std::collections::BTreeMap;
 
-use super::{CatalogCommand, Health, Source};
+use super::{CatalogCommand, Health, Instance, Source};
 use crate::state::State;
 
 /// Consul raises `DeregisterCriticalServiceAfter` to at least this (`check_deregister_interval_min`).
 pub const MIN_DEREGISTER_AFTER_MS: u64 = 60_000;
 
-/// The instances of `node` to deregister at `now_ms`: those with a check that has a
+/// The instances (of one node) to deregister at `now_ms`: those with a check that has a
 /// `deregister_after_ms` and has been critical (since `critical_since[check id]`) for longer.
 /// Instances registered through the catalog API are never reaped (no agent owns them), as in Consul.
-pub fn expired_on_node(state: &State, node: &str, critical_since: &BTreeMap<String, u64>, now_ms: u64) -> Vec<String> {
-    state
-        .catalog
-        .node_instances(node)
+pub fn expired_on_node<'a>(
+    instances: impl IntoIterator<Item = &'a Instance>,
+    critical_since: &BTreeMap<String, u64>,
+    now_ms: u64,
+) -> Vec<String> {
+    instances
+        .into_iter()
         .filter(|i| i.source.agent_owned())
         .filter(|i| {
             i.checks.values().any(|c| {

@@ -368,9 +368,12 @@ fn deregistration_after_the_critical_period() {
         ("91 s: both with a period; never the one without", 91_000, vec!["long", "short"]),
     ];
     for (name, now, want) in cases {
-        assert_eq!(expired_on_node(&s, "n2", &since, now), want, "{name}");
+        assert_eq!(expired_on_node(s.catalog.node_instances("n2"), &since, now), want, "{name}");
     }
-    assert!(expired_on_node(&s, "n2", &BTreeMap::new(), 1 << 40).is_empty(), "not critical here: nothing");
+    assert!(
+        expired_on_node(s.catalog.node_instances("n2"), &BTreeMap::new(), 1 << 40).is_empty(),
+        "not critical here: nothing"
+    );
 }
 
 #[test]

@@ -134,8 +134,7 @@ pub async fn start(mut config: NodeConfig, mode: StartMode) -> Result<RunningNod
     let node = match identity.role {
         Role::Manager => {
             let id = identity.id;
-            let m = Manager::launch(config, mode, identity, cert, ca_for_init, crate::control::assignments::routes())
-                .await?;
+            let m = Manager::launch(config, mode, identity, cert, ca_for_init, crate::control::member_routes()).await?;
             let node = RunningNode::Manager(m.clone());
             if let Some(at) = expired_at {
                 if !renewal::can_sign_expired(&node).await {
@@ -176,7 +175,7 @@ pub async fn become_manager(config: NodeConfig, cert: NodeCert, via: String) -> 
         identity,
         cert,
         None,
-        crate::control::assignments::routes(),
+        crate::control::member_routes(),
     )
     .await?;
     tokio::spawn(renewal::run(RunningNode::Manager(manager.clone())));

@@ -222,6 +222,27 @@ impl Worker {
         r
     }
 
+    /// Asks the managers for this node's catalog entries once they changed after `index`.
+    pub async fn node_catalog(
+        &self,
+        index: u64,
+        wait: Duration,
+    ) -> Result<crate::control::catalog::NodeCatalog, Error> {
+        let req = crate::control::catalog::NodeCatalogRequest { index, wait_ms: wait.as_millis() as u64 };
+        let r: Result<_, Error> =
+            self.call_managers("/cluster/catalog-node", &req, wait + Duration::from_secs(5)).await?;
+        r
+    }
+
+    /// Writes catalog commands about this node through the managers.
+    pub async fn catalog_write(
+        &self,
+        cmds: Vec<shoal_model::catalog::CatalogCommand>,
+    ) -> Result<Vec<shoal_model::CommandResult>, Error> {
+        let r: Result<_, Error> = self.call_managers("/cluster/catalog-write", &cmds, Duration::from_secs(10)).await?;
+        r
+    }
+
     async fn call_managers<Req: Serialize, Resp: serde::de::DeserializeOwned>(
         &self,
         path: &str,
