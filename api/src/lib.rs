@@ -18,7 +18,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use shoal_registry::Error;
 use shoal_registry::control::logs::LogSource;
 use shoal_registry::pki::listener::{Peer, TlsListener};
@@ -58,6 +58,30 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/agent/self", get(consul::status::agent_self))
         .route("/v1/agent/raft", get(consul::status::raft))
         .route("/v1/agent/members", get(consul::status::members))
+        .route("/v1/agent/services", get(consul::agent::services))
+        .route("/v1/agent/service/register", put(consul::agent::register_service))
+        .route("/v1/agent/service/deregister/{id}", put(consul::agent::deregister_service))
+        .route("/v1/agent/service/maintenance/{id}", put(consul::agent::service_maintenance))
+        .route("/v1/agent/service/{id}", get(consul::agent::service))
+        .route("/v1/agent/checks", get(consul::agent::checks))
+        .route("/v1/agent/check/register", put(consul::agent::register_check))
+        .route("/v1/agent/check/deregister/{id}", put(consul::agent::deregister_check))
+        .route("/v1/agent/check/pass/{id}", put(consul::agent::pass))
+        .route("/v1/agent/check/warn/{id}", put(consul::agent::warn))
+        .route("/v1/agent/check/fail/{id}", put(consul::agent::fail_check))
+        .route("/v1/agent/check/update/{id}", put(consul::agent::update))
+        .route("/v1/agent/maintenance", put(consul::agent::node_maintenance))
+        .route("/v1/catalog/services", get(consul::catalog::services))
+        .route("/v1/catalog/service/{name}", get(consul::catalog::service))
+        .route("/v1/catalog/nodes", get(consul::catalog::nodes))
+        .route("/v1/catalog/node/{node}", get(consul::catalog::node))
+        .route("/v1/catalog/datacenters", get(consul::catalog::datacenters))
+        .route("/v1/catalog/register", put(consul::catalog::register))
+        .route("/v1/catalog/deregister", put(consul::catalog::deregister))
+        .route("/v1/health/service/{name}", get(consul::health::service))
+        .route("/v1/health/state/{state}", get(consul::health::state))
+        .route("/v1/health/checks/{name}", get(consul::health::checks))
+        .route("/v1/health/node/{node}", get(consul::health::node))
         .route("/v1/nodes", get(nodes::nodes))
         .route("/v1/nodes/{node}", get(nodes::inspect_node).delete(nodes::remove_node))
         .route("/v1/nodes/{node}/update", axum::routing::post(nodes::update_node))

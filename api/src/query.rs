@@ -5,7 +5,7 @@ use std::time::Duration;
 use shoal_registry::Error;
 
 /// The datacenter name Shoal answers to.
-pub const DATACENTER: &str = "dc1";
+pub use shoal_model::catalog::DATACENTER;
 /// Default blocking wait (Consul: 5 minutes).
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 /// Longest blocking wait (Consul: 10 minutes).
@@ -27,6 +27,11 @@ impl Query {
     /// The value of `name`, if present (the last one wins).
     pub fn get(&self, name: &str) -> Option<&str> {
         self.pairs.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of a repeatable parameter (`?tag=a&tag=b`), in order.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.pairs.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
     }
 
     /// A presence flag such as `?recurse`: absent → false; empty → true; otherwise Go's

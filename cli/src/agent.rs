@@ -61,6 +61,11 @@ pub struct NetArgs {
     /// The leader marks a node down when nothing was heard from it for this long (e.g. 5s, 1500ms).
     #[arg(long, default_value = "5s", value_name = "DURATION")]
     pub down_window: String,
+    /// The leader removes the registered containers and agent services of a node down this long
+    /// (their health is critical from the moment the node is down; Consul's
+    /// deregister_critical_service_after).
+    #[arg(long, default_value = "5m", value_name = "DURATION")]
+    pub deregister_critical_after: String,
     /// Address the HTTP API listens on (default: the bind address when it is loopback, else
     /// 127.0.0.1). Any other address needs --http-token.
     #[arg(long, value_name = "IP")]
@@ -161,6 +166,12 @@ fn config(data_dir: PathBuf, net: &NetArgs) -> Result<NodeConfig> {
             .unwrap_or(defaults.gossip_port),
         gossip_interval: Duration::from_millis(net.gossip_interval_ms.clamp(10, 10_000)),
         down_window: parse_window(&net.down_window)?,
+        deregister_critical_after: shoal_model::duration::parse(&net.deregister_critical_after).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--deregister-critical-after {:?}: use a duration such as 5m or 90s",
+                net.deregister_critical_after
+            )
+        })?,
         heartbeat: Duration::from_millis(net.heartbeat_ms),
         election_timeout,
         snapshot_threshold: net.snapshot_threshold.max(1),

@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use shoal_agent::{Dispatcher, DockerExecutor, Executor, FakeExecutor, RuntimeNode};
+use shoal_agent::{CatalogLink, Dispatcher, DockerExecutor, Executor, FakeExecutor, RuntimeNode};
+use shoal_model::CommandResult;
+use shoal_model::catalog::CatalogCommand;
+use shoal_registry::control::catalog::NodeCatalog;
 use shoal_model::services::TaskStatus;
 use shoal_registry::control::logs::{Lines, LogSource, TaskLogs};
 use shoal_registry::node::RunningNode;
@@ -51,6 +54,29 @@ impl Dispatcher for RemoteDispatcher {
 
     async fn report(&self, updates: Vec<(String, TaskStatus)>) -> Result<(), Error> {
         self.0.report_status(updates).await
+    }
+}
+
+#[async_trait]
+impl CatalogLink for LocalDispatcher {
+    async fn node_catalog(&self, index: u64, wait: Duration) -> Result<NodeCatalog, Error> {
+        let name = self.0.node.name.clone();
+        Ok(self.0.node_catalog(&name, index, wait).await)
+    }
+
+    async fn write(&self, cmds: Vec<CatalogCommand>) -> Result<Vec<CommandResult>, Error> {
+        self.0.catalog_write(cmds).await
+    }
+}
+
+#[async_trait]
+impl CatalogLink for RemoteDispatcher {
+    async fn node_catalog(&self, index: u64, wait: Duration) -> Result<NodeCatalog, Error> {
+        self.0.node_catalog(index, wait).await
+    }
+
+    async fn write(&self, cmds: Vec<CatalogCommand>) -> Result<Vec<CommandResult>, Error> {
+        self.0.catalog_write(cmds).await
     }
 }
 

@@ -23,18 +23,37 @@ pub(crate) async fn peers(State(m): State<Arc<Manager>>) -> Response {
 
 /// `GET /v1/agent/self`: the minimal shape Consul clients read (`Config.Datacenter`, `Config.Version`).
 pub(crate) async fn agent_self(State(m): State<Arc<Manager>>) -> Response {
+    let leader_addr =
+        if m.known_leader() { m.leader().map(|(_, n)| n.cluster_addr).unwrap_or_default() } else { String::new() };
     axum::Json(json!({
         "Config": {
             "Datacenter": DATACENTER,
             "NodeName": m.node.name,
-            "NodeID": format!("{:016x}", m.id),
+            "NodeID": shoal_model::catalog::read::node_uuid(m.id),
+            "PrimaryDatacenter": DATACENTER,
+            "Revision": env!("CARGO_PKG_VERSION"),
             "Version": "1.22.0",
             "Server": true,
         },
-        "Member": { "Name": m.node.name, "Addr": m.node.cluster_addr, "Tags": { "role": "manager" }, "Status": 1 },
+        "Member": {
+            "Name": m.node.name,
+            "Addr": shoal_model::catalog::read::host_of(&m.node.cluster_addr),
+            "Port": m.node.cluster_addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).unwrap_or(0),
+            "Tags": { "role": "consul", "dc": DATACENTER, "id": shoal_model::catalog::read::node_uuid(m.id) },
+            "Status": 1,
+        },
         "Meta": {},
         "Coord": null,
-        "Stats": {},
+        "Stats": {
+            "consul": {
+                "server": "true",
+                "leader": if m.is_leader() { "true" } else { "false" },
+                "leader_addr": leader_addr,
+                "bootstrap": "false",
+                "known_datacenters": "1",
+                "acl": "disabled",
+            },
+        },
         "DebugConfig": {},
         "xDS": {},
     }))

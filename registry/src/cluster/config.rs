@@ -41,6 +41,9 @@ pub struct NodeConfig {
     pub cert_validity: Duration,
     /// A node not heard from (gossip, heartbeat, Raft) for this long is recorded as down.
     pub down_window: Duration,
+    /// The registrator and agent instances of a node down this long leave the catalog (they are
+    /// critical from the moment it is down).
+    pub deregister_critical_after: Duration,
     /// Gossip port (UDP).
     pub gossip_port: u16,
     /// How often a node gossips.
@@ -64,6 +67,7 @@ impl Default for NodeConfig {
             unsafe_no_fsync: false,
             cert_validity: DEFAULT_CERT_VALIDITY,
             down_window: Duration::from_secs(5),
+            deregister_critical_after: Duration::from_secs(300),
             gossip_port: 7946,
             gossip_interval: Duration::from_millis(250),
         }

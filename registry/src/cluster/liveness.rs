@@ -15,7 +15,7 @@
 //! manager forwards them. A new leader gives every node a full window from the moment it took
 //! over, so an election never marks the cluster down.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -90,6 +90,9 @@ pub(crate) async fn run(manager: Weak<Manager>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leading_since: Option<Instant> = None;
+    // When this leader first saw each node down, in ms since it began leading (its own clock, so a
+    // new leader waits a full period before it removes a down node's instances).
+    let mut down_since: BTreeMap<String, u64> = BTreeMap::new();
     loop {
         tick.tick().await;
         let Some(m) = manager.upgrade() else { return };
@@ -103,9 +106,11 @@ pub(crate) async fn run(manager: Weak<Manager>) {
         }
         if !leading {
             leading_since = None;
+            down_since.clear();
             continue;
         }
         let since = *leading_since.get_or_insert_with(Instant::now);
+        reap_down_nodes(&m, since, &mut down_since).await;
         let changes = changes(&m, since);
         if changes.is_empty() {
             continue;
@@ -122,6 +127,28 @@ pub(crate) async fn run(manager: Weak<Manager>) {
             Ok(other) => tracing::warn!(result = ?other, "unexpected answer to a liveness write"),
             Err(e) => tracing::warn!(error = %e, "cannot record node liveness"),
         }
+    }
+}
+
+/// Removes the registrator and agent instances of nodes down for longer than
+/// `deregister_critical_after` (Consul's reap of failed nodes, per node instead of per check).
+async fn reap_down_nodes(m: &Arc<Manager>, leading_since: Instant, down_since: &mut BTreeMap<String, u64>) {
+    let now_ms = leading_since.elapsed().as_millis() as u64;
+    let after_ms = m.config.deregister_critical_after.as_millis() as u64;
+    let cmds = m.view.read(|s| {
+        down_since.retain(|name, _| s.nodes.values().any(|n| &n.name == name && n.status == NodeStatus::Down));
+        for n in s.nodes.values().filter(|n| n.status == NodeStatus::Down) {
+            down_since.entry(n.name.clone()).or_insert(now_ms);
+        }
+        shoal_model::catalog::reap::expired_down_nodes(s, down_since, now_ms, after_ms)
+    });
+    if cmds.is_empty() {
+        return;
+    }
+    let n = cmds.len();
+    match m.write(Command::Batch(cmds.into_iter().map(Command::Catalog).collect())).await {
+        Ok(_) => tracing::info!(instances = n, after = ?m.config.deregister_critical_after, "removed the instances of nodes down for the deregistration period"),
+        Err(e) => tracing::warn!(error = %e, "cannot remove the instances of down nodes"),
     }
 }
 

@@ -1,0 +1,114 @@
+//! `/v1/health/*`: a service's instances with every check that decides their health, checks by
+//! state, by service and by node. A blocking query on one service waits on that service's index
+//! only (its instances and their nodes), so thousands of watchers of one service cost a re-read of
+//! that service each, not of the catalog.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::response::Response;
+use serde_json::Value;
+use shoal_model::catalog::Health;
+use shoal_model::catalog::read::CheckView;
+use shoal_registry::Error;
+use shoal_registry::cluster::manager::Manager;
+
+use super::filter::{self, Filter};
+use super::{answer, fail, has_tags, node_meta, node_meta_matches, read, shapes};
+use crate::query::Query;
+
+fn parse_filter(q: &Query, schema: &'static filter::Schema) -> Result<Option<Filter>, Error> {
+    filter::from_query(q.get("filter"), schema).map_err(|e| Error::BadRequest(e.to_string()))
+}
+
+/// `?passing` in Go's spellings; Consul's message for anything else.
+fn passing(q: &Query) -> Result<bool, Error> {
+    q.flag("passing").map_err(|_| Error::BadRequest("Invalid value for ?passing".into()))
+}
+
+/// `GET /v1/health/service/<name>` (`?passing`, `?tag`, `?node-meta`, `?filter`).
+pub async fn service(State(m): State<Arc<Manager>>, Path(name): Path<String>, RawQuery(q): RawQuery) -> Response {
+    let q = Query::parse(q.as_deref());
+    let tags: Vec<String> = q.all("tag").into_iter().map(str::to_string).collect();
+    let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+    let parsed = (|| Ok::<_, Error>((passing(&q)?, node_meta(&q)?, parse_filter(&q, filter::HEALTH_SERVICE)?)))();
+    let (only_passing, meta, f) = match parsed {
+        Ok(p) => p,
+        Err(e) => return fail(&m, &e),
+    };
+    let result = read(&m, &q, |s| {
+        let (index, entries) = s.service_health(&name);
+        let out: Vec<Value> = entries
+            .iter()
+            .filter(|e| has_tags(&e.instance.tags, &tags) && node_meta_matches(&e.node.meta, &meta))
+            // Every check passing: warning is left out too, as Consul's ?passing does.
+            .filter(|e| !only_passing || e.checks.iter().all(|c| c.check.status == Health::Passing))
+            .map(shapes::health_entry)
+            .filter(|v| f.as_ref().is_none_or(|f| f.matches(v)))
+            .collect();
+        (index, out)
+    })
+    .await;
+    match result {
+        Ok((index, v)) => answer(&m, index, v),
+        Err(r) => r,
+    }
+}
+
+async fn checks_answer(
+    m: &Manager,
+    q: &Query,
+    view: impl Fn(&shoal_model::State) -> (u64, Vec<CheckView>),
+) -> Response {
+    let f = match parse_filter(q, filter::HEALTH_CHECK) {
+        Ok(f) => f,
+        Err(e) => return fail(m, &e),
+    };
+    let result = read(m, q, |s| {
+        let (index, checks) = view(s);
+        let out: Vec<Value> =
+            checks.iter().map(shapes::check).filter(|v| f.as_ref().is_none_or(|f| f.matches(v))).collect();
+        (index, out)
+    })
+    .await;
+    match result {
+        Ok((index, v)) => answer(m, index, v),
+        Err(r) => r,
+    }
+}
+
+/// `GET /v1/health/state/<any|passing|warning|critical>`.
+pub async fn state(State(m): State<Arc<Manager>>, Path(state): Path<String>, RawQuery(q): RawQuery) -> Response {
+    let q = Query::parse(q.as_deref());
+    let wanted = match state.as_str() {
+        "any" => None,
+        "passing" => Some("passing"),
+        "warning" => Some("warning"),
+        "critical" => Some("critical"),
+        other => {
+            return fail(
+                &m,
+                &Error::BadRequest(format!(
+                    "Invalid check state {other:?}: use any, passing, warning or critical"
+                )),
+            );
+        }
+    };
+    checks_answer(&m, &q, |s| {
+        let checks = s.all_checks().into_iter().filter(|c| wanted.is_none_or(|w| c.check.consul_status() == w)).collect();
+        (s.checks_index(), checks)
+    })
+    .await
+}
+
+/// `GET /v1/health/checks/<service>`: the checks of a service's instances.
+pub async fn checks(State(m): State<Arc<Manager>>, Path(name): Path<String>, RawQuery(q): RawQuery) -> Response {
+    let q = Query::parse(q.as_deref());
+    checks_answer(&m, &q, |s| (s.service_index(&name), s.service_checks(&name))).await
+}
+
+/// `GET /v1/health/node/<node>`: a node's checks, its own and its instances'.
+pub async fn node(State(m): State<Arc<Manager>>, Path(node): Path<String>, RawQuery(q): RawQuery) -> Response {
+    let q = Query::parse(q.as_deref());
+    checks_answer(&m, &q, |s| (s.checks_index(), s.node_checks(&node))).await
+}
