@@ -11,6 +11,7 @@
 pub mod agent;
 pub(crate) mod body;
 pub mod catalog;
+pub mod filter;
 pub mod health;
 pub mod kv;
 pub(crate) mod shapes;
