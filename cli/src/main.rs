@@ -40,6 +40,9 @@ enum Cmd {
     /// Create and manage services (as `docker service`).
     #[command(subcommand)]
     Service(commands::service::ServiceCmd),
+    /// What discovery sees: services and their instances with health (as `consul catalog`).
+    #[command(subcommand)]
+    Catalog(commands::catalog::CatalogCmd),
     /// Issue certificates from the cluster CA.
     #[command(subcommand)]
     Cert(commands::cert::CertCmd),
@@ -74,6 +77,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Kv(cmd) => commands::kv::run(&cli.http_addr, cmd).await,
         Cmd::Node(cmd) => commands::node::run(&cli.http_addr, cmd).await,
         Cmd::Service(cmd) => commands::service::run(&cli.http_addr, cmd).await,
+        Cmd::Catalog(cmd) => commands::catalog::run(&cli.http_addr, cmd).await,
         Cmd::Cert(cmd) => commands::cert::run(&cli.http_addr, cmd).await,
         Cmd::JoinToken(args) => commands::token::run(&cli.http_addr, args).await,
         Cmd::Whoami(args) => whoami::run(args).await,

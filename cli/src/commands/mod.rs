@@ -1,5 +1,6 @@
 //! Client commands: each talks to a node's HTTP API.
 
+pub mod catalog;
 pub mod cert;
 pub mod kv;
 pub mod node;

@@ -162,13 +162,33 @@ async fn ps(api: &ApiClient, service: &str) -> Result<()> {
             std::cmp::Reverse(t["CreatedAt"].as_str().unwrap_or_default().to_string()),
         )
     });
-    let rows = ps_rows(&name, &tasks, &node_name);
-    print!("{}", table::render(&["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR"], &rows));
+    // Each running task's health, as discovery sees it (the instances carry their task's ID).
+    let entries: Vec<Value> =
+        api.get_json(&format!("/v1/health/service/{}", encode_key(&name))).await?.unwrap_or_default();
+    let health: HashMap<String, &'static str> = entries
+        .iter()
+        .filter_map(|e| {
+            let task = e["Service"]["Meta"]["shoal-task"].as_str()?;
+            Some((task.to_string(), crate::commands::catalog::aggregated(&e["Checks"])))
+        })
+        .collect();
+    let rows = ps_rows(&name, &tasks, &node_name, &health);
+    print!(
+        "{}",
+        table::render(&["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "HEALTH", "ERROR"], &rows)
+    );
     Ok(())
 }
 
 /// One row per task (sorted by slot), the history of a slot drawn under its current task.
-fn ps_rows(name: &str, tasks: &[Value], node_name: &HashMap<&str, &str>) -> Vec<Vec<String>> {
+/// HEALTH is the task's instance's health in the catalog (`-` when it has none: not running, or not
+/// registered yet).
+fn ps_rows(
+    name: &str,
+    tasks: &[Value],
+    node_name: &HashMap<&str, &str>,
+    health: &HashMap<String, &'static str>,
+) -> Vec<Vec<String>> {
     let mut last_slot = None;
     tasks
         .iter()
@@ -187,6 +207,7 @@ fn ps_rows(name: &str, tasks: &[Value], node_name: &HashMap<&str, &str>) -> Vec<
                 t["NodeID"].as_str().map(|n| node_name.get(n).copied().unwrap_or(n)).unwrap_or("").to_string(),
                 t["DesiredState"].as_str().unwrap_or_default().to_string(),
                 t["Status"]["State"].as_str().unwrap_or_default().to_string(),
+                t["ID"].as_str().and_then(|id| health.get(id)).copied().unwrap_or("-").to_string(),
                 task_error(t),
             ]
         })
