@@ -152,14 +152,15 @@ mod tests {
         // (name, files in the dir, Ok(format after) or Err(words the message must hold))
         let cases: &[Case] = &[
             ("empty dir", &[], Ok(None)),
-            ("format 1: no stamp", &[("node.json", "{}")], Ok(Some(2))),
-            ("current", &[("node.json", "{}"), ("format.json", r#"{"Format":2,"WrittenBy":"0.1.0"}"#)], Ok(Some(2))),
+            ("format 1: no stamp", &[("node.json", "{}")], Ok(Some(3))),
+            ("format 2: restamped", &[("node.json", "{}"), ("format.json", r#"{"Format":2,"WrittenBy":"0.1.0"}"#)], Ok(Some(3))),
+            ("current", &[("node.json", "{}"), ("format.json", r#"{"Format":3,"WrittenBy":"0.1.0"}"#)], Ok(Some(3))),
             (
                 "newer",
-                &[("node.json", "{}"), ("format.json", r#"{"Format":3,"WrittenBy":"9.9.9"}"#)],
-                Err(&["format 3", "9.9.9", "formats 1 to 2", "join the node again"]),
+                &[("node.json", "{}"), ("format.json", r#"{"Format":4,"WrittenBy":"9.9.9"}"#)],
+                Err(&["format 4", "9.9.9", "formats 1 to 3", "join the node again"]),
             ),
-            ("garbage", &[("node.json", "{}"), ("format.json", "{not json")], Err(&["does not parse", "format 2"])),
+            ("garbage", &[("node.json", "{}"), ("format.json", "{not json")], Err(&["does not parse", "format 3"])),
             ("zero", &[("node.json", "{}"), ("format.json", r#"{"Format":0,"WrittenBy":"x"}"#)], Err(&["format 0"])),
         ];
         for (name, files, want) in cases {
