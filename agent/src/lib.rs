@@ -14,10 +14,12 @@ pub mod docker;
 pub mod exec;
 pub mod fake;
 pub mod link;
+pub mod registrator;
 pub mod runner;
 
 pub use docker::{DockerExecutor, RuntimeNode};
 pub use exec::{Controller, ExecError, Executor, Exit, LogLine, LogStream, Owned, Step, step};
 pub use fake::FakeExecutor;
 pub use link::{CatalogLink, MemoryCatalog};
+pub use registrator::{ContainerSource, NodeFacts};
 pub use runner::{Dispatcher, run};
