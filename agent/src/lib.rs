@@ -16,6 +16,7 @@ pub mod docker;
 pub mod exec;
 pub mod fake;
 pub mod link;
+pub mod registrator;
 pub mod runner;
 
 pub use checks::{ContainerExec, run as run_checks};
@@ -23,4 +24,5 @@ pub use docker::{DockerExecutor, RuntimeNode};
 pub use exec::{Controller, ExecError, Executor, Exit, LogLine, LogStream, Owned, Step, step};
 pub use fake::FakeExecutor;
 pub use link::{CatalogLink, MemoryCatalog};
+pub use registrator::{ContainerSource, NodeFacts};
 pub use runner::{Dispatcher, run};

@@ -19,6 +19,7 @@
 //! [`Executor`]: crate::exec::Executor
 
 mod controller;
+mod events;
 mod exec;
 mod executor;
 mod plan;
