@@ -102,6 +102,11 @@ pub struct NetArgs {
     /// or `fake` (test-only: containers run in memory, images named `fail…` exit with code 1).
     #[arg(long, value_enum, default_value_t = crate::runtime::RuntimeKind::Docker)]
     pub runtime: crate::runtime::RuntimeKind,
+    /// Do not register the containers on this engine that Shoal did not start (`docker run -l
+    /// shoal.service=NAME`); the node's tasks are registered anyway. For nodes that share an engine
+    /// with a node that registers them.
+    #[arg(long)]
+    pub no_register_containers: bool,
 }
 
 fn hostname() -> String {
@@ -191,7 +196,7 @@ pub async fn run_agent(args: AgentArgs) -> Result<()> {
     };
     let http = http_listen(&args.net)?;
     let config = config(args.data_dir, &args.net)?;
-    run(config, mode, http, args.net.runtime, args.net.docker_port).await
+    run(config, mode, http, (args.net.runtime, !args.net.no_register_containers), args.net.docker_port).await
 }
 
 /// Where the HTTP API listens and which token it requires.
@@ -237,14 +242,14 @@ pub async fn run_dev(args: DevArgs) -> Result<()> {
     let mode = if data_dir_in_use(&dir) { StartMode::Resume } else { StartMode::Init };
     let http = http_listen(&args.net)?;
     let config = config(dir, &args.net)?;
-    run(config, mode, http, args.net.runtime, args.net.docker_port).await
+    run(config, mode, http, (args.net.runtime, !args.net.no_register_containers), args.net.docker_port).await
 }
 
 async fn run(
     config: NodeConfig,
     mode: StartMode,
     http: HttpListen,
-    runtime: crate::runtime::RuntimeKind,
+    (runtime, register_containers): (crate::runtime::RuntimeKind, bool),
     docker_port: u16,
 ) -> Result<()> {
     if matches!(mode, StartMode::Init | StartMode::Join { .. }) && data_dir_in_use(&config.data_dir) {
@@ -287,7 +292,7 @@ async fn run(
         m.set_heard(std::sync::Arc::new(crate::gossip::GossipHeard(gossip.clone())));
         tokio::spawn(shoal_scheduler::leader::run(m.clone()));
     }
-    let executor = crate::runtime::executor(runtime, &node, gossip_config.bind_ip).await?;
+    let executor = crate::runtime::executor(runtime, &node, gossip_config.bind_ip, register_containers).await?;
     // One log source for the life of the process, whatever role the node plays.
     let logs = std::sync::Arc::new(shoal_registry::control::logs::LogSource::default());
     logs.set_token(http_token.clone());

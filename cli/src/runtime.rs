@@ -1,5 +1,5 @@
-//! Wires the agent's task runner to the node: a manager reads its assignments from its own state,
-//! a worker over the cluster RPC. `--runtime docker` (the default) runs tasks as containers on the
+//! Wires the agent (task runner, health checks, registrator) to the node: a manager reads its
+//! assignments and catalog entries from its own state, a worker over the cluster RPC. `--runtime docker` (the default) runs tasks as containers on the
 //! local engine; `fake` runs them in memory (a documented test-only runtime, as Nomad's mock
 //! driver); `none` runs nothing.
 
@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use shoal_agent::{CatalogLink, Dispatcher, DockerExecutor, Executor, FakeExecutor, RuntimeNode};
+use shoal_agent::{CatalogLink, Dispatcher, DockerExecutor, Executor, FakeExecutor, NodeFacts, RuntimeNode};
 use shoal_model::CommandResult;
 use shoal_model::catalog::CatalogCommand;
-use shoal_registry::control::catalog::NodeCatalog;
 use shoal_model::services::TaskStatus;
+use shoal_registry::control::catalog::NodeCatalog;
 use shoal_registry::control::logs::{Lines, LogSource, TaskLogs};
 use shoal_registry::node::RunningNode;
 use shoal_registry::rpc::wire::Assignments;
@@ -80,16 +80,28 @@ impl CatalogLink for RemoteDispatcher {
     }
 }
 
-/// The runtime for this node, or `None` for `--runtime none`. Docker must answer now: a node that
-/// is meant to run containers and cannot is a mistake to report at start, not later.
+/// This node's container runtime: what runs its tasks (`None` for `--runtime none`) and, with
+/// Docker, the engine the registrator watches and exec checks run in.
+pub struct Runtime {
+    executor: Option<Arc<dyn Executor>>,
+    docker: Option<DockerExecutor>,
+    /// Whether containers Shoal did not start are registered (`--no-register-containers` unsets it).
+    register_others: bool,
+}
+
+/// The runtime for this node. Docker must answer now: a node that is meant to run containers and
+/// cannot is a mistake to report at start, not later.
 pub async fn executor(
     kind: RuntimeKind,
     node: &RunningNode,
     bind_ip: IpAddr,
-) -> anyhow::Result<Option<Arc<dyn Executor>>> {
+    register_others: bool,
+) -> anyhow::Result<Runtime> {
     Ok(match kind {
-        RuntimeKind::None => None,
-        RuntimeKind::Fake => Some(Arc::new(FakeExecutor::default())),
+        RuntimeKind::None => Runtime { executor: None, docker: None, register_others },
+        RuntimeKind::Fake => {
+            Runtime { executor: Some(Arc::new(FakeExecutor::default())), docker: None, register_others }
+        }
         RuntimeKind::Docker => {
             let (id, name) = match node {
                 RunningNode::Manager(m) => (m.id, m.node.name.clone()),
@@ -105,7 +117,7 @@ pub async fn executor(
                     "--runtime docker: {e}; start Docker (or set DOCKER_HOST), or run this node with --runtime none"
                 )
             })?;
-            Some(Arc::new(docker))
+            Runtime { executor: Some(Arc::new(docker.clone())), docker: Some(docker), register_others }
         }
     })
 }
@@ -121,17 +133,44 @@ impl TaskLogs for RuntimeLogs {
     }
 }
 
-/// Starts the task runner for `node` with `executor`, and serves its containers' logs.
-pub fn start(
-    executor: &Option<Arc<dyn Executor>>,
-    node: &RunningNode,
-    logs: &LogSource,
-) -> Option<tokio::task::JoinHandle<()>> {
-    let executor = executor.clone()?;
-    logs.set(Arc::new(RuntimeLogs(executor.clone())));
-    let dispatcher: Arc<dyn Dispatcher> = match node {
-        RunningNode::Manager(m) => Arc::new(LocalDispatcher(m.clone())),
-        RunningNode::Worker(w) => Arc::new(RemoteDispatcher(w.clone())),
+/// Starts this node's agent: the task runner (with a runtime), the health-check runner (always:
+/// HTTP, TCP and TTL checks need no runtime) and, with Docker, the registrator; and serves the
+/// containers' logs. Aborting the handle stops all three (a role switch restarts them on the new link).
+pub fn start(runtime: &Runtime, node: &RunningNode, logs: &LogSource) -> Option<tokio::task::JoinHandle<()>> {
+    let (dispatcher, link): (Arc<dyn Dispatcher>, Arc<dyn CatalogLink>) = match node {
+        RunningNode::Manager(m) => (Arc::new(LocalDispatcher(m.clone())), Arc::new(LocalDispatcher(m.clone()))),
+        RunningNode::Worker(w) => (Arc::new(RemoteDispatcher(w.clone())), Arc::new(RemoteDispatcher(w.clone()))),
     };
-    Some(tokio::spawn(shoal_agent::run(dispatcher, executor)))
+    let (id, name, cluster_addr) = match node {
+        RunningNode::Manager(m) => (m.id, m.node.name.clone(), m.node.cluster_addr.clone()),
+        RunningNode::Worker(w) => (w.id, w.identity.name.clone(), w.identity.cluster_addr.clone()),
+    };
+    let tasks = runtime.executor.clone().map(|executor| {
+        logs.set(Arc::new(RuntimeLogs(executor.clone())));
+        shoal_agent::run(dispatcher, executor)
+    });
+    let exec = runtime.docker.clone().map(|d| Arc::new(d) as Arc<dyn shoal_agent::ContainerExec>);
+    let checks = shoal_agent::run_checks(link.clone(), exec);
+    let registrator = runtime.docker.clone().map(|d| {
+        let facts = NodeFacts {
+            id: format!("{id:016x}"),
+            name,
+            address: shoal_model::catalog::read::host_of(&cluster_addr),
+            register_others: runtime.register_others,
+        };
+        shoal_agent::registrator::run(link, Arc::new(d), facts)
+    });
+    Some(tokio::spawn(async move {
+        let tasks = async move {
+            if let Some(t) = tasks {
+                t.await
+            }
+        };
+        let registrator = async move {
+            if let Some(r) = registrator {
+                r.await
+            }
+        };
+        tokio::join!(tasks, checks, registrator);
+    }))
 }

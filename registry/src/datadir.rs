@@ -153,7 +153,11 @@ mod tests {
         let cases: &[Case] = &[
             ("empty dir", &[], Ok(None)),
             ("format 1: no stamp", &[("node.json", "{}")], Ok(Some(3))),
-            ("format 2: restamped", &[("node.json", "{}"), ("format.json", r#"{"Format":2,"WrittenBy":"0.1.0"}"#)], Ok(Some(3))),
+            (
+                "format 2: restamped",
+                &[("node.json", "{}"), ("format.json", r#"{"Format":2,"WrittenBy":"0.1.0"}"#)],
+                Ok(Some(3)),
+            ),
             ("current", &[("node.json", "{}"), ("format.json", r#"{"Format":3,"WrittenBy":"0.1.0"}"#)], Ok(Some(3))),
             (
                 "newer",

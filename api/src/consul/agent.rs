@@ -106,7 +106,12 @@ pub async fn register_service(State(m): State<Arc<Manager>>, RawQuery(q): RawQue
 pub async fn deregister_service(State(m): State<Arc<Manager>>, Path(id): Path<String>) -> Response {
     let node = m.node.name.clone();
     if m.view().read(|s| s.catalog.instance(&node, &id).is_none()) {
-        return fail(&m, &Error::NotFound(format!("Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name.")));
+        return fail(
+            &m,
+            &Error::NotFound(format!(
+                "Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name."
+            )),
+        );
     }
     write_empty(&m, vec![CatalogCommand::Deregister { node, id }]).await
 }

@@ -262,10 +262,7 @@ pub(crate) fn check_spec(o: Obj, default_id: &str, default_name: &str) -> Result
     let args = o.strings(&["Args", "ScriptArgs"])?;
     let ttl = o.duration_ms("TTL")?;
     let docker = o.str("DockerContainerID")?;
-    let kinds = [http.is_some(), tcp.is_some(), !args.is_empty(), ttl.is_some()]
-        .iter()
-        .filter(|k| **k)
-        .count();
+    let kinds = [http.is_some(), tcp.is_some(), !args.is_empty(), ttl.is_some()].iter().filter(|k| **k).count();
     if kinds > 1 {
         return Err(bad(format!("{}: give one of HTTP, TCP, Args or TTL, not several", o.path)));
     }
@@ -363,8 +360,7 @@ pub(crate) fn instance_spec(o: Obj, with_checks: bool) -> Result<InstanceSpec, E
         defs.extend(o.objs("Checks")?.into_iter().map(|c| c.at("Checks[]")));
         let several = defs.len() > 1;
         for (i, c) in defs.into_iter().enumerate() {
-            let default_id =
-                if several { format!("service:{id}:{}", i + 1) } else { format!("service:{id}") };
+            let default_id = if several { format!("service:{id}:{}", i + 1) } else { format!("service:{id}") };
             checks.push(check_spec(c, &default_id, &format!("Service '{name}' check"))?);
         }
     }
@@ -426,7 +422,11 @@ mod tests {
             ("tags not strings", r#"{"Name":"w","Tags":[1]}"#, "Tags must be a list of strings"),
             ("unknown check type", r#"{"Name":"w","Check":{"Interval":"10s"}}"#, "unknown check type"),
             ("grpc", r#"{"Name":"w","Check":{"GRPC":"x:1","Interval":"10s"}}"#, "GRPC checks are not supported"),
-            ("zero interval", r#"{"Name":"w","Check":{"HTTP":"http://x/","Interval":"0s"}}"#, "Interval greater than 0"),
+            (
+                "zero interval",
+                r#"{"Name":"w","Check":{"HTTP":"http://x/","Interval":"0s"}}"#,
+                "Interval greater than 0",
+            ),
             ("no interval", r#"{"Name":"w","Check":{"TCP":"x:1"}}"#, "Interval greater than 0"),
             ("bad duration", r#"{"Name":"w","Check":{"TTL":"ten"}}"#, "is not a duration"),
             ("bad status", r#"{"Name":"w","Check":{"TTL":"10s","Status":"ok"}}"#, "invalid check status"),
@@ -444,7 +444,17 @@ mod tests {
 
     #[test]
     fn go_durations() {
-        let cases = [("10s", Some(10_000)), ("1m30s", Some(90_000)), ("500ms", Some(500)), ("1.5h", Some(5_400_000)), ("0", Some(0)), ("10", None), ("", None), ("-1s", None), ("5x", None)];
+        let cases = [
+            ("10s", Some(10_000)),
+            ("1m30s", Some(90_000)),
+            ("500ms", Some(500)),
+            ("1.5h", Some(5_400_000)),
+            ("0", Some(0)),
+            ("10", None),
+            ("", None),
+            ("-1s", None),
+            ("5x", None),
+        ];
         for (s, want) in cases {
             assert_eq!(go_duration_ms(s), want, "{s:?}");
         }

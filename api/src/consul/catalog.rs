@@ -8,8 +8,8 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use shoal_model::catalog::{CatalogCommand, DATACENTER};
 use shoal_model::CommandResult;
+use shoal_model::catalog::{CatalogCommand, DATACENTER};
 use shoal_registry::Error;
 use shoal_registry::cluster::manager::Manager;
 
@@ -186,10 +186,13 @@ pub async fn register(State(m): State<Arc<Manager>>, RawQuery(q): RawQuery, body
                 Some((service_id, spec))
             }
         };
+        // py-consul sends the node's meta as `?node-meta=k:v`, not in the body: take both.
+        let mut meta = o.string_map("NodeMeta")?;
+        meta.extend(node_meta(&q)?);
         Ok(CatalogCommand::CatalogRegister {
             node,
             address: o.str("Address")?.unwrap_or_default(),
-            meta: o.string_map("NodeMeta")?,
+            meta,
             skip_node_update: o.bool("SkipNodeUpdate")?,
             service,
             check,

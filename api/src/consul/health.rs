@@ -88,14 +88,13 @@ pub async fn state(State(m): State<Arc<Manager>>, Path(state): Path<String>, Raw
         other => {
             return fail(
                 &m,
-                &Error::BadRequest(format!(
-                    "Invalid check state {other:?}: use any, passing, warning or critical"
-                )),
+                &Error::BadRequest(format!("Invalid check state {other:?}: use any, passing, warning or critical")),
             );
         }
     };
     checks_answer(&m, &q, |s| {
-        let checks = s.all_checks().into_iter().filter(|c| wanted.is_none_or(|w| c.check.consul_status() == w)).collect();
+        let checks =
+            s.all_checks().into_iter().filter(|c| wanted.is_none_or(|w| c.check.consul_status() == w)).collect();
         (s.checks_index(), checks)
     })
     .await

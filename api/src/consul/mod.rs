@@ -73,7 +73,10 @@ pub(crate) fn has_tags(tags: &[String], wanted: &[&str]) -> bool {
 }
 
 /// `?node-meta=k:v` (repeatable; all must match) against a node's meta.
-pub(crate) fn node_meta_matches(meta: &std::collections::BTreeMap<String, String>, wanted: &[(String, String)]) -> bool {
+pub(crate) fn node_meta_matches(
+    meta: &std::collections::BTreeMap<String, String>,
+    wanted: &[(String, String)],
+) -> bool {
     wanted.iter().all(|(k, v)| meta.get(k) == Some(v))
 }
 
@@ -82,9 +85,9 @@ pub(crate) fn node_meta(q: &Query) -> Result<Vec<(String, String)>, Error> {
     q.all("node-meta")
         .into_iter()
         .map(|kv| {
-            kv.split_once(':').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| {
-                Error::BadRequest(format!("invalid ?node-meta={kv:?}: use ?node-meta=key:value"))
-            })
+            kv.split_once(':')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| Error::BadRequest(format!("invalid ?node-meta={kv:?}: use ?node-meta=key:value")))
         })
         .collect()
 }

@@ -120,7 +120,7 @@ pub(crate) fn service_node(n: &NodeView, i: &Instance) -> Value {
 fn ms(v: u64) -> String {
     if v == 0 {
         String::new()
-    } else if v % 1000 == 0 {
+    } else if v.is_multiple_of(1000) {
         format!("{}s", v / 1000)
     } else {
         format!("{v}ms")

@@ -14,6 +14,9 @@ use crate::command::{CommandResult, Refusal};
 use crate::services::{ServiceTables, TaskState};
 
 /// Changes to the catalog (variants of the one `Command` enum, nested to keep it short).
+// A command is built once and moved into the log; boxing the instance would add an allocation and
+// a `Box::new` at every call site for no saving.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CatalogCommand {
     /// Create or replace one instance on a cluster node. Checks that exist already (same ID and

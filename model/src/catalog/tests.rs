@@ -115,7 +115,8 @@ fn maintenance_is_worst_and_ends_only_when_disabled() {
             reason: on.then(|| "upgrading".into()),
         })
     };
-    let cases: Vec<(&str, Vec<Command>, Vec<(&str, Health)>)> = vec![
+    type Case = (&'static str, Vec<Command>, Vec<(&'static str, Health)>);
+    let cases: Vec<Case> = vec![
         (
             "service maintenance: only that instance",
             vec![maint(Some("web-1"), true)],

@@ -147,7 +147,9 @@ async fn reap_down_nodes(m: &Arc<Manager>, leading_since: Instant, down_since: &
     }
     let n = cmds.len();
     match m.write(Command::Batch(cmds.into_iter().map(Command::Catalog).collect())).await {
-        Ok(_) => tracing::info!(instances = n, after = ?m.config.deregister_critical_after, "removed the instances of nodes down for the deregistration period"),
+        Ok(_) => {
+            tracing::info!(instances = n, after = ?m.config.deregister_critical_after, "removed the instances of nodes down for the deregistration period")
+        }
         Err(e) => tracing::warn!(error = %e, "cannot remove the instances of down nodes"),
     }
 }
