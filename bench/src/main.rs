@@ -5,6 +5,7 @@
 //! the engine's Swarm mode and a 3-node Shoal cluster.
 
 mod compare;
+mod discovery_latency;
 mod engine;
 mod load;
 mod placement;
@@ -42,6 +43,26 @@ enum Cmd {
     /// Container operations timed side by side on this engine: the engine API alone (the floor),
     /// the engine's Swarm mode, and a 3-node Shoal cluster with --runtime docker.
     SwarmCompare(compare::CompareArgs),
+    /// Discovery latency: from a `docker run` container's start to its instance passing in
+    /// /v1/health/service, as a blocking-query client sees it (the node at --api must run
+    /// --runtime docker on this engine).
+    DiscoveryLatency(DiscoveryLatencyArgs),
+}
+
+#[derive(Args, Debug)]
+struct DiscoveryLatencyArgs {
+    /// The node's HTTP API, e.g. http://127.0.0.1:8500.
+    #[arg(long)]
+    api: String,
+    /// Containers started, one after the other.
+    #[arg(long, default_value_t = 100)]
+    rounds: usize,
+    /// The image the containers run.
+    #[arg(long, default_value = "shoal:local")]
+    image: String,
+    /// Give each container an HTTP health check (the first probe is then part of the time).
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(Args, Debug)]
@@ -126,6 +147,19 @@ fn main() -> Result<()> {
     match cli.command {
         Cmd::Kv(args) => runtime.block_on(run_kv(args)),
         Cmd::SwarmCompare(args) => runtime.block_on(compare::run(args)),
+        Cmd::DiscoveryLatency(args) => runtime.block_on(async {
+            let api = args.api.trim_end_matches('/');
+            let mut l = discovery_latency::run(api, args.rounds, &args.image, args.check).await?;
+            let n = l.ms.len();
+            let (p50, p99) =
+                (discovery_latency::percentile(&mut l.ms, 50.0), discovery_latency::percentile(&mut l.ms, 99.0));
+            let max = l.ms.last().copied().unwrap_or(f64::NAN);
+            println!(
+                "discovery latency ({} check), {n} starts: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms",
+                if args.check { "HTTP" } else { "no" }
+            );
+            Ok(())
+        }),
         Cmd::ServiceCreate(args) => runtime.block_on(async {
             let (secs, n) = service_create::run(args.api.trim_end_matches('/'), args.replicas, args.timeout).await?;
             println!(

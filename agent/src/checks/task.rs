@@ -67,7 +67,16 @@ impl Probes {
     }
 }
 
-/// Probes every interval (the first at once) and sends what the counters let through.
+/// Until a check first passes, it is probed this often (for at most [`STARTING_FOR`], never more
+/// often than its interval): a container's check is registered before its process listens, and
+/// waiting a whole interval (10 s by default) after that first refusal would keep a healthy new
+/// instance out of rotation for nothing. A refused connect costs next to nothing.
+const FIRST_RETRY: Duration = Duration::from_millis(25);
+/// See [`FIRST_RETRY`].
+const STARTING_FOR: Duration = Duration::from_secs(3);
+
+/// Probes every interval (the first at once, then quickly until it first passes) and sends what
+/// the counters let through.
 pub(crate) async fn probe_loop(check_id: String, generation: u64, spec: Spec, probes: Arc<Probes>, out: Outcomes) {
     let interval = match spec.def.interval_ms {
         0 => Duration::from_secs(10), // Refused by validation; never a busy loop.
@@ -75,13 +84,28 @@ pub(crate) async fn probe_loop(check_id: String, generation: u64, spec: Spec, pr
     };
     let timeout = probe::timeout_of(&spec.def);
     let mut counters = Counters::new(Thresholds::of(&spec.def));
+    let started = tokio::time::Instant::now();
+    let mut starting = Some(FIRST_RETRY);
     let mut tick = tokio::time::interval(interval);
     // A probe that took long does not make the next ones run back to back.
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut first = true;
     loop {
-        tick.tick().await;
+        match starting {
+            Some(wait) if wait < interval && !first => {
+                tokio::time::sleep(wait).await;
+                tick.reset();
+            }
+            _ => {
+                tick.tick().await;
+            }
+        }
+        first = false;
         let Probed { status, output } = probes.run(&spec, timeout).await;
         tracing::trace!(check_id = %check_id, status = status.as_str(), "check probed");
+        if status == Health::Passing || started.elapsed() > STARTING_FOR {
+            starting = None;
+        }
         let Some(status) = counters.record(status) else { continue };
         if out.send(Outcome { check_id: check_id.clone(), generation, status, output }).is_err() {
             return;
