@@ -238,3 +238,78 @@ async fn docker_run_containers_are_registered_and_never_left_stale() {
     })
     .await;
 }
+
+/// A worker keeps no Raft state: its agent registers its tasks and reports their checks through
+/// the managers over the cluster port. When it goes down, its instances are critical at once
+/// (`serfHealth`) and leave with their tasks when the orchestrator replaces them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_workers_tasks_are_discovered_through_the_managers() {
+    let opts = ClusterOptions { agent_args: vec!["--runtime".into(), "docker".into(), "--down-window".into(), "2s".into()] };
+    let mut c = Cluster::start(1, opts).await;
+    c.add_worker(0).await;
+    let addr = c.nodes[0].http_addr();
+    let ids = wait_for("both node IDs", Duration::from_secs(30), || {
+        let addr = addr.clone();
+        async move {
+            let nodes: Vec<Value> = get_json(&addr, "/v1/nodes").await?;
+            let ids: Vec<String> = nodes.iter().filter_map(|n| n["ID"].as_str().map(str::to_string)).collect();
+            (ids.len() == 2).then_some(ids)
+        }
+    })
+    .await;
+    let env = Env { c, ids, own: Vec::new() };
+    let host = format!("{}:2375", env.c.nodes[0].ip);
+    let web = unique("wweb");
+    ok(
+        Some(&host),
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--replicas",
+            "2",
+            "--name",
+            &web,
+            "--container-label",
+            "shoal.check.http=/health",
+            "--container-label",
+            "shoal.check.interval=500ms",
+            "shoal:local",
+        ],
+    );
+    let by_node = |entries: &[Value]| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = entries
+            .iter()
+            .map(|e| {
+                let passing = e["Checks"].as_array().into_iter().flatten().all(|c| c["Status"] == "passing");
+                (
+                    e["Node"]["Node"].as_str().unwrap_or_default().to_string(),
+                    if passing { "passing" } else { "not passing" }.to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    wait_for("a passing instance on each node", Duration::from_secs(60), || {
+        let (addr, web) = (addr.clone(), web.clone());
+        async move {
+            let entries: Vec<Value> = get_json(&addr, &format!("/v1/health/service/{web}")).await?;
+            let want = vec![("node1".to_string(), "passing".to_string()), ("node2".to_string(), "passing".to_string())];
+            (by_node(&entries) == want).then_some(())
+        }
+    })
+    .await;
+    let mut env = env;
+    env.c.kill(1);
+    let t0 = Instant::now();
+    wait_for("the down worker's instance critical or gone", Duration::from_secs(20), || {
+        let (addr, web) = (addr.clone(), web.clone());
+        async move {
+            let entries: Vec<Value> = get_json(&addr, &format!("/v1/health/service/{web}")).await?;
+            by_node(&entries).iter().all(|(node, h)| node != "node2" || h != "passing").then_some(())
+        }
+    })
+    .await;
+    println!("worker killed -> its instance out of rotation after {:?} (down window 2 s)", t0.elapsed());
+}
