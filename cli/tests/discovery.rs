@@ -244,7 +244,8 @@ async fn docker_run_containers_are_registered_and_never_left_stale() {
 /// (`serfHealth`) and leave with their tasks when the orchestrator replaces them.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_workers_tasks_are_discovered_through_the_managers() {
-    let opts = ClusterOptions { agent_args: vec!["--runtime".into(), "docker".into(), "--down-window".into(), "2s".into()] };
+    let opts =
+        ClusterOptions { agent_args: vec!["--runtime".into(), "docker".into(), "--down-window".into(), "2s".into()] };
     let mut c = Cluster::start(1, opts).await;
     c.add_worker(0).await;
     let addr = c.nodes[0].http_addr();

@@ -23,6 +23,7 @@
 pub(crate) mod apply;
 pub mod read;
 pub mod reap;
+pub mod snapshot;
 
 use std::collections::BTreeMap;
 

@@ -446,3 +446,19 @@ fn catalog_register_makes_external_nodes_and_keeps_agent_entries_safe() {
     assert_eq!(pg[0].checks.iter().map(|c| c.check.id.as_str()).collect::<Vec<_>>(), ["db-alive"]);
     assert!(s.catalog_nodes().iter().any(|n| n.name == "db-host" && !n.cluster));
 }
+
+#[test]
+fn the_snapshot_resolves_addresses_and_health() {
+    let (s, _) = state(vec![
+        register("n2", Source::Agent, inst("web-1", "web", vec![check("c", Health::Warning)])),
+        register("n2", Source::Agent, InstanceSpec { address: String::new(), ..inst("web-2", "web", vec![]) }),
+    ]);
+    let snap = s.catalog_snapshot();
+    let web = &snap.services["web"];
+    let got: Vec<(&str, &str, bool, Health)> =
+        web.iter().map(|i| (i.id.as_str(), i.address.as_str(), i.own_address, i.health)).collect();
+    assert_eq!(got, [("web-1", "172.17.0.2", true, Health::Warning), ("web-2", "10.0.0.2", false, Health::Passing)]);
+    assert_eq!(snap.nodes["n1"].address, "10.0.0.1");
+    assert!(snap.services.contains_key("consul"));
+    assert_eq!(snap.index, s.catalog_snapshot_index());
+}

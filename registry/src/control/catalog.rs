@@ -74,6 +74,16 @@ impl Manager {
         NodeCatalog { index, node: node.to_string(), instances, node_checks }
     }
 
+    /// The catalog as discovery answers from it, once it changed after `index` (or `wait` passed):
+    /// what a node's DNS server and routers keep a copy of. The wait looks at the catalog's index
+    /// only; the copy (O(catalog)) is built once, when it is answered.
+    pub async fn catalog_snapshot(&self, index: u64, wait: Duration) -> shoal_model::catalog::snapshot::Snapshot {
+        let deadline = tokio::time::Instant::now() + wait.min(Duration::from_secs(300));
+        let view = self.view().clone();
+        self.view().watch().query(index, deadline, || view.read(|s| (s.catalog_snapshot_index(), ()))).await;
+        self.view().read(|s| s.catalog_snapshot())
+    }
+
     /// Writes catalog commands in one entry; each gets its own result, refusals included.
     pub async fn catalog_write(&self, cmds: Vec<CatalogCommand>) -> Result<Vec<CommandResult>, Error> {
         if cmds.is_empty() {
@@ -118,6 +128,7 @@ impl Manager {
 /// them behind its certificate check.
 pub fn routes() -> axum::Router<Arc<Manager>> {
     axum::Router::new()
+        .route("/cluster/catalog-snapshot", axum::routing::post(snapshot))
         .route("/cluster/catalog-node", axum::routing::post(node_view))
         .route("/cluster/catalog-write", axum::routing::post(node_write))
 }
@@ -133,6 +144,11 @@ async fn node_view(
         Some(name) => Ok(m.node_catalog(&name, req.index, Duration::from_millis(req.wait_ms)).await),
     };
     encode(&r)
+}
+
+/// Any node's DNS server and routers: the whole catalog as discovery sees it (blocking).
+async fn snapshot(State(m): State<Arc<Manager>>, Bincode(req): Bincode<NodeCatalogRequest>) -> Response {
+    encode(&m.catalog_snapshot(req.index, Duration::from_millis(req.wait_ms)).await)
 }
 
 async fn node_write(

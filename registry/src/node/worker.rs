@@ -234,6 +234,16 @@ impl Worker {
         r
     }
 
+    /// Asks the managers for the catalog as discovery sees it, once it changed after `index`.
+    pub async fn catalog_snapshot(
+        &self,
+        index: u64,
+        wait: Duration,
+    ) -> Result<shoal_model::catalog::snapshot::Snapshot, Error> {
+        let req = crate::control::catalog::NodeCatalogRequest { index, wait_ms: wait.as_millis() as u64 };
+        self.call_managers("/cluster/catalog-snapshot", &req, wait + Duration::from_secs(5)).await
+    }
+
     /// Writes catalog commands about this node through the managers.
     pub async fn catalog_write(
         &self,
