@@ -26,6 +26,7 @@ ALLOWED = {
     "shoal-api": {"shoal-model", "shoal-registry"},
     "shoal-scheduler": {"shoal-model", "shoal-registry"},
     "shoal-agent": {"shoal-model", "shoal-registry"},
+    "shoal-dns": {"shoal-model", "shoal-registry"},
     "shoal-testkit": {"shoal-model", "shoal-api"},
     "shoal-bench": {"shoal-model", "shoal-registry", "shoal-scheduler", "shoal-api"},
     "shoal": None,  # the binary wires everything together
