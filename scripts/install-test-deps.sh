@@ -10,6 +10,7 @@ DEBIAN_PACKAGES=(
   python3-pip       # for the PyPI tools below, if the machine's Python has no pip
   iproute2          # cli/tests/faults.rs: `ip link` in the test's own network namespace
   iptables          # cli/tests/faults.rs: packet loss (`-m statistic`) inside that namespace
+  bind9-dnsutils    # cli/tests/dns.rs: the real `dig` against the node's DNS server
 )
 
 # PyPI tools the tests use: real Consul clients.

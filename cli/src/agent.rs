@@ -107,6 +107,8 @@ pub struct NetArgs {
     /// with a node that registers them.
     #[arg(long)]
     pub no_register_containers: bool,
+    #[command(flatten)]
+    pub dns: crate::dns::DnsArgs,
 }
 
 fn hostname() -> String {
@@ -196,7 +198,8 @@ pub async fn run_agent(args: AgentArgs) -> Result<()> {
     };
     let http = http_listen(&args.net)?;
     let config = config(args.data_dir, &args.net)?;
-    run(config, mode, http, (args.net.runtime, !args.net.no_register_containers), args.net.docker_port).await
+    run(config, mode, http, (args.net.runtime, !args.net.no_register_containers), args.net.docker_port, &args.net.dns)
+        .await
 }
 
 /// Where the HTTP API listens and which token it requires.
@@ -242,7 +245,8 @@ pub async fn run_dev(args: DevArgs) -> Result<()> {
     let mode = if data_dir_in_use(&dir) { StartMode::Resume } else { StartMode::Init };
     let http = http_listen(&args.net)?;
     let config = config(dir, &args.net)?;
-    run(config, mode, http, (args.net.runtime, !args.net.no_register_containers), args.net.docker_port).await
+    run(config, mode, http, (args.net.runtime, !args.net.no_register_containers), args.net.docker_port, &args.net.dns)
+        .await
 }
 
 async fn run(
@@ -251,6 +255,7 @@ async fn run(
     http: HttpListen,
     (runtime, register_containers): (crate::runtime::RuntimeKind, bool),
     docker_port: u16,
+    dns_args: &crate::dns::DnsArgs,
 ) -> Result<()> {
     if matches!(mode, StartMode::Init | StartMode::Join { .. }) && data_dir_in_use(&config.data_dir) {
         bail!(
@@ -293,10 +298,14 @@ async fn run(
         tokio::spawn(shoal_scheduler::leader::run(m.clone()));
     }
     let executor = crate::runtime::executor(runtime, &node, gossip_config.bind_ip, register_containers).await?;
+    // DNS is bound once the node is in the cluster (a refused join never touches its port).
+    let dns = crate::dns::start(dns_args, gossip_config.bind_ip).await?;
+    let dns_handle = dns.as_ref().map(|d| d.handle.clone());
+    let dns_note = dns.as_ref().map_or_else(String::new, |d| format!(" · DNS {}", d.addr));
     // One log source for the life of the process, whatever role the node plays.
     let logs = std::sync::Arc::new(shoal_registry::control::logs::LogSource::default());
     logs.set_token(http_token.clone());
-    let mut runner = crate::runtime::start(&executor, &node, &logs);
+    let mut runner = crate::runtime::start(&executor, &node, &logs, &dns_handle);
     // Off loopback the Docker API speaks TLS, on Docker's TLS port unless one was chosen.
     let docker_port = if !http_ip.is_loopback() && docker_port == 2375 { 2376 } else { docker_port };
     let docker_addr = SocketAddr::new(http_ip, docker_port);
@@ -327,7 +336,7 @@ async fn run(
         let mut api = match &node {
             RunningNode::Manager(manager) => {
                 eprintln!(
-                    "shoal manager {:016x} ({}) is up: cluster {} · HTTP API http://{} · data {}",
+                    "shoal manager {:016x} ({}) is up: cluster {} · HTTP API http://{}{dns_note} · data {}",
                     manager.id,
                     manager.node.name,
                     manager.node.cluster_addr,
@@ -343,7 +352,7 @@ async fn run(
             }
             RunningNode::Worker(worker) => {
                 eprintln!(
-                    "shoal worker {:016x} ({}) is up: reporting to the managers · data {}",
+                    "shoal worker {:016x} ({}) is up: reporting to the managers{dns_note} · data {}",
                     worker.id,
                     worker.identity.name,
                     data_dir.display()
@@ -395,7 +404,7 @@ async fn run(
                 node = RunningNode::Manager(manager);
                 docker_api = start_docker_api(&node);
                 if let Some(r) = runner.take() { r.abort(); }
-                runner = crate::runtime::start(&executor, &node, &logs);
+                runner = crate::runtime::start(&executor, &node, &logs, &dns_handle);
                 let rebound = tokio::net::TcpListener::bind(http_addr)
                     .await
                     .with_context(|| format!("cannot listen on {http_addr} for the HTTP API after the promotion"))?;
@@ -415,7 +424,7 @@ async fn run(
                 node = RunningNode::Worker(worker);
                 if let Some(d) = docker_api.take() { d.abort(); }
                 if let Some(r) = runner.take() { r.abort(); }
-                runner = crate::runtime::start(&executor, &node, &logs);
+                runner = crate::runtime::start(&executor, &node, &logs, &dns_handle);
                 let rebound = tokio::net::TcpListener::bind(http_addr)
                     .await
                     .with_context(|| format!("cannot listen on {http_addr} for the HTTP API after the demotion"))?;

@@ -3,6 +3,7 @@
 mod agent;
 mod client;
 mod commands;
+mod dns;
 mod gossip;
 mod runtime;
 mod table;
@@ -43,6 +44,8 @@ enum Cmd {
     /// What discovery sees: services and their instances with health (as `consul catalog`).
     #[command(subcommand)]
     Catalog(commands::catalog::CatalogCmd),
+    /// Look a name up in the node's DNS server (a small dig): `shoal dns web.service.shoal [SRV]`.
+    Dns(commands::dns::DnsArgs),
     /// Issue certificates from the cluster CA.
     #[command(subcommand)]
     Cert(commands::cert::CertCmd),
@@ -58,7 +61,11 @@ fn main() {
     shoal_registry::pki::tls::install_crypto_provider();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG").unwrap_or_else(|_| {
-        let default = if matches!(cli.command, Cmd::Agent(_) | Cmd::Dev(_)) { "info,openraft=warn" } else { "warn" };
+        let default = if matches!(cli.command, Cmd::Agent(_) | Cmd::Dev(_)) {
+            "info,openraft=warn,hickory_server=warn"
+        } else {
+            "warn"
+        };
         tracing_subscriber::EnvFilter::new(default)
     });
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
@@ -78,6 +85,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Node(cmd) => commands::node::run(&cli.http_addr, cmd).await,
         Cmd::Service(cmd) => commands::service::run(&cli.http_addr, cmd).await,
         Cmd::Catalog(cmd) => commands::catalog::run(&cli.http_addr, cmd).await,
+        Cmd::Dns(args) => commands::dns::run(&cli.http_addr, args).await,
         Cmd::Cert(cmd) => commands::cert::run(&cli.http_addr, cmd).await,
         Cmd::JoinToken(args) => commands::token::run(&cli.http_addr, args).await,
         Cmd::Whoami(args) => whoami::run(args).await,

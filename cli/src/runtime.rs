@@ -134,9 +134,15 @@ impl TaskLogs for RuntimeLogs {
 }
 
 /// Starts this node's agent: the task runner (with a runtime), the health-check runner (always:
-/// HTTP, TCP and TTL checks need no runtime) and, with Docker, the registrator; and serves the
-/// containers' logs. Aborting the handle stops all three (a role switch restarts them on the new link).
-pub fn start(runtime: &Runtime, node: &RunningNode, logs: &LogSource) -> Option<tokio::task::JoinHandle<()>> {
+/// HTTP, TCP and TTL checks need no runtime), with Docker the registrator, and the feed of the DNS
+/// server's copy of the catalog; and serves the containers' logs. Aborting the handle stops them all
+/// (a role switch restarts them on the new link).
+pub fn start(
+    runtime: &Runtime,
+    node: &RunningNode,
+    logs: &LogSource,
+    dns: &Option<shoal_dns::SnapshotHandle>,
+) -> Option<tokio::task::JoinHandle<()>> {
     let (dispatcher, link): (Arc<dyn Dispatcher>, Arc<dyn CatalogLink>) = match node {
         RunningNode::Manager(m) => (Arc::new(LocalDispatcher(m.clone())), Arc::new(LocalDispatcher(m.clone()))),
         RunningNode::Worker(w) => (Arc::new(RemoteDispatcher(w.clone())), Arc::new(RemoteDispatcher(w.clone()))),
@@ -160,7 +166,13 @@ pub fn start(runtime: &Runtime, node: &RunningNode, logs: &LogSource) -> Option<
         };
         shoal_agent::registrator::run(link, Arc::new(d), facts)
     });
+    let dns = dns.clone().map(|h| crate::dns::feed(node.clone(), h));
     Some(tokio::spawn(async move {
+        let dns = async move {
+            if let Some(d) = dns {
+                d.await
+            }
+        };
         let tasks = async move {
             if let Some(t) = tasks {
                 t.await
@@ -171,6 +183,6 @@ pub fn start(runtime: &Runtime, node: &RunningNode, logs: &LogSource) -> Option<
                 r.await
             }
         };
-        tokio::join!(tasks, checks, registrator);
+        tokio::join!(tasks, checks, registrator, dns);
     }))
 }

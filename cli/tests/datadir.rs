@@ -22,7 +22,7 @@ fn fixture(dir: &Path) -> std::path::PathBuf {
 
 fn agent(data_dir: &Path, http: u16) -> Command {
     let mut cmd = Command::new(shoal_bin());
-    cmd.args(["agent", "--bind", "127.0.0.1", "--runtime", "none", "--docker-port", "0"])
+    cmd.args(["agent", "--bind", "127.0.0.1", "--runtime", "none", "--docker-port", "0", "--dns-port", "0"])
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--http-port", &http.to_string()])

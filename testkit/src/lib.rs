@@ -164,7 +164,7 @@ impl Cluster {
             } else {
                 &["--runtime", "none"][..]
             })
-            .env("SHOAL_LOG", "info,openraft=warn")
+            .env("SHOAL_LOG", "info,openraft=warn,hickory_server=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);

@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod cert;
+pub mod dns;
 pub mod kv;
 pub mod node;
 pub mod service;
