@@ -2,8 +2,11 @@
 //! gateway with the same workload, one after the other in one run, and prints ops/s, p50 and p99 for
 //! each and the ratio Shoal/etcd. `swarm-compare` times container operations (service create,
 //! scale, rm, a killed container's replacement) on this Docker engine through the engine API alone,
-//! the engine's Swarm mode and a 3-node Shoal cluster.
+//! the engine's Swarm mode and a 3-node Shoal cluster. `catalog-scale` loads the Consul-compatible
+//! catalog with 10,000 instances and measures the memory, the blocking-query fan-out of one check
+//! flip to 1,000 watchers, and a sustained health-flip load against the Raft log.
 
+mod catalog_scale;
 mod compare;
 mod engine;
 mod load;
@@ -42,6 +45,10 @@ enum Cmd {
     /// Container operations timed side by side on this engine: the engine API alone (the floor),
     /// the engine's Swarm mode, and a 3-node Shoal cluster with --runtime docker.
     SwarmCompare(compare::CompareArgs),
+    /// The catalog at scale on a running manager: 1,000 services × 10 instances through
+    /// /v1/catalog/register, the manager's memory, the fan-out of a check flip to 1,000 blocking
+    /// watchers, and a health-flip load with its Raft entries.
+    CatalogScale(catalog_scale::CatalogScaleArgs),
 }
 
 #[derive(Args, Debug)]
@@ -126,6 +133,7 @@ fn main() -> Result<()> {
     match cli.command {
         Cmd::Kv(args) => runtime.block_on(run_kv(args)),
         Cmd::SwarmCompare(args) => runtime.block_on(compare::run(args)),
+        Cmd::CatalogScale(args) => runtime.block_on(catalog_scale::run(args)),
         Cmd::ServiceCreate(args) => runtime.block_on(async {
             let (secs, n) = service_create::run(args.api.trim_end_matches('/'), args.replicas, args.timeout).await?;
             println!(
