@@ -35,6 +35,11 @@ pub struct Settings {
     pub request_timeout: Duration,
 }
 
+/// Watchers sent at once before waiting for their connections.
+const RAMP: usize = 50;
+/// Bound on the wait for one step's connections.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// One round: one flip, every watcher's delay after it.
 pub struct Round {
     /// The status the check was flipped to.
@@ -124,20 +129,27 @@ async fn one_round(
     let (index, _) = probe.health(&service).await.context("the index of the watched service")?;
     let url = format!("{}/v1/health/service/{service}?index={index}&wait={}ms", probe.api, s.wait.as_millis());
     let done = Arc::new(AtomicUsize::new(0));
-    let mut handles: Vec<JoinHandle<Result<Answer, String>>> =
-        (0..s.watchers).map(|_| tokio::spawn(watch(client.clone(), url.clone(), done.clone()))).collect();
+    // Sent in steps of RAMP, each step once the server holds a connection for every watcher sent so
+    // far: 1,000 connects at once overflow the listener's accept queue (128 by default) and the
+    // dropped SYNs are retried only after 1, 3, 7 s. Real watchers do not all connect in one
+    // millisecond either; from the second round on the pooled connections are reused.
+    let mut handles: Vec<JoinHandle<Result<Answer, String>>> = Vec::with_capacity(s.watchers);
+    while handles.len() < s.watchers {
+        let step = RAMP.min(s.watchers - handles.len());
+        handles.extend((0..step).map(|_| tokio::spawn(watch(client.clone(), url.clone(), done.clone()))));
+        let step_deadline = Instant::now() + CONNECT_TIMEOUT;
+        while probe.server_connections() < handles.len() && Instant::now() < step_deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let conns = probe.server_connections();
+        if conns < handles.len() {
+            abort_all(&handles);
+            bail!("only {conns} connections to the API {CONNECT_TIMEOUT:?} after sending {} watchers", handles.len());
+        }
+    }
 
-    // Parked: one server-side connection per watcher is up, then a pause for the requests to be read
+    // Parked: one server-side connection per watcher is up; the pause lets the last requests be read
     // and reach the wait. A watcher that answers before the flip is an error, not a fast answer.
-    let connect_deadline = Instant::now() + s.answer_timeout;
-    while probe.server_connections() < s.watchers && Instant::now() < connect_deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let conns = probe.server_connections();
-    if conns < s.watchers {
-        abort_all(&handles);
-        bail!("only {conns} connections to the API after {:?}, {} watchers sent", s.answer_timeout, s.watchers);
-    }
     tokio::time::sleep(s.park).await;
     let early = done.load(Ordering::SeqCst);
     if early > 0 {
