@@ -12,8 +12,8 @@
 //! in the pool from round to round. Answers are checked (index moved, the flipped status is in the
 //! body) only after the round, so the checking does not delay later answers.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -129,40 +129,67 @@ async fn one_round(
     let service = layout.service(0);
     let (index, _) = probe.health(&service).await.context("the index of the watched service")?;
     let url = format!("{}/v1/health/service/{service}?index={index}&wait={}ms", probe.api, s.wait.as_millis());
-    let done = Arc::new(AtomicUsize::new(0));
+    let w = Arc::new(Watchers {
+        client: client.clone(),
+        url,
+        done: AtomicUsize::new(0),
+        flipped: AtomicBool::new(false),
+        retries: AtomicUsize::new(0),
+        last_retry: Mutex::new(None),
+    });
     // Sent in steps of RAMP, each step once the server holds a connection for every watcher sent so
-    // far: 1,000 connects at once overflow the listener's accept queue (128 by default) and the
-    // dropped SYNs are retried only after 1, 3, 7 s. Real watchers do not all connect in one
-    // millisecond either; from the second round on the pooled connections are reused.
+    // far: 1,000 connects at once overflow the API listener's accept queue (128) and the dropped
+    // SYNs are retried only after 1, 3, 7 s. Real watchers do not all connect in one millisecond
+    // either; from the second round on the pooled connections are reused.
     let mut handles: Vec<JoinHandle<Result<Answer, String>>> = Vec::with_capacity(s.watchers);
     let ramp_start = Instant::now();
     while handles.len() < s.watchers {
         let step = RAMP.min(s.watchers - handles.len());
-        handles.extend((0..step).map(|_| tokio::spawn(watch(client.clone(), url.clone(), done.clone()))));
+        handles.extend((0..step).map(|_| tokio::spawn(watch(w.clone()))));
+        // A watcher that already ended holds no connection: it is reported below.
+        let up = || probe.server_connections() + w.done.load(Ordering::SeqCst);
         let step_deadline = Instant::now() + CONNECT_TIMEOUT;
-        while probe.server_connections() < handles.len() && Instant::now() < step_deadline {
+        while up() < handles.len() && Instant::now() < step_deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let conns = probe.server_connections();
-        if conns < handles.len() {
+        if up() < handles.len() {
             abort_all(&handles);
-            bail!("only {conns} connections to the API {CONNECT_TIMEOUT:?} after sending {} watchers", handles.len());
+            bail!(
+                "only {} connections to the API {CONNECT_TIMEOUT:?} after sending {} watchers",
+                probe.server_connections(),
+                handles.len()
+            );
         }
     }
-
     let ramp = ramp_start.elapsed();
-    if ramp > Duration::from_secs(1) {
-        eprintln!("fan-out: the {} watchers' connections took {ramp:.1?} to be established", s.watchers);
+    let retries = w.retries.load(Ordering::SeqCst);
+    if ramp > Duration::from_secs(1) || retries > 0 {
+        let why = w.last_retry.lock().expect("retry lock").clone().unwrap_or_default();
+        eprintln!(
+            "fan-out: the {} watchers' connections took {ramp:.1?}; {retries} requests were sent again after a \
+             transport error before the flip (last: {why})",
+            s.watchers
+        );
     }
 
     // Parked: one server-side connection per watcher is up; the pause lets the last requests be read
     // and reach the wait. A watcher that answers before the flip is an error, not a fast answer.
     tokio::time::sleep(s.park).await;
-    let early = done.load(Ordering::SeqCst);
+    let early = w.done.load(Ordering::SeqCst);
     if early > 0 {
         abort_all(&handles);
-        bail!("{early} watchers answered before the flip (index {index} moved on its own?)");
+        let mut first = None;
+        for h in handles.into_iter().filter(JoinHandle::is_finished) {
+            first = match h.await {
+                Ok(Ok(a)) => Some(format!("answered {} at index {:?}", a.status, a.index)),
+                Ok(Err(e)) => Some(e),
+                Err(_) => continue,
+            };
+            break;
+        }
+        bail!("{early} watchers ended before the flip of index {index} (first: {})", first.unwrap_or_default());
     }
+    w.flipped.store(true, Ordering::SeqCst);
 
     let cpu0 = (probe.cpu_ms(), own_cpu_ms());
     let t0 = Instant::now();
@@ -212,16 +239,45 @@ fn abort_all(handles: &[JoinHandle<Result<Answer, String>>]) {
     }
 }
 
+/// What every watcher of a round shares.
+struct Watchers {
+    client: reqwest::Client,
+    url: String,
+    /// Watchers that ended, with an answer or an error.
+    done: AtomicUsize,
+    /// Set just before the flip: from then on a transport error is a failure, not a retry.
+    flipped: AtomicBool,
+    /// Requests sent again after a transport error before the flip (a connection the server's full
+    /// accept queue dropped, say): parking W watchers is the setup, not the measurement.
+    retries: AtomicUsize,
+    last_retry: Mutex<Option<String>>,
+}
+
+/// Times a watcher may send its request again before the flip.
+const MAX_RETRIES: usize = 3;
+
 /// One watcher: the blocking read, timed when its whole body has arrived.
-async fn watch(client: reqwest::Client, url: String, done: Arc<AtomicUsize>) -> Result<Answer, String> {
-    let r = async {
-        let resp = client.get(&url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
-        let (status, index) = (resp.status(), consul_index(resp.headers()));
-        let body = resp.bytes().await.map_err(|e| format!("reading the answer: {e}"))?;
-        Ok(Answer { at: Instant::now(), status, index, body })
-    }
-    .await;
-    done.fetch_add(1, Ordering::SeqCst);
+async fn watch(w: Arc<Watchers>) -> Result<Answer, String> {
+    let mut attempt = 0;
+    let r = loop {
+        let r = async {
+            let resp = w.client.get(&w.url).send().await.map_err(|e| format!("GET {}: {e}", w.url))?;
+            let (status, index) = (resp.status(), consul_index(resp.headers()));
+            let body = resp.bytes().await.map_err(|e| format!("reading the answer: {e}"))?;
+            Ok(Answer { at: Instant::now(), status, index, body })
+        }
+        .await;
+        match r {
+            Err(e) if attempt < MAX_RETRIES && !w.flipped.load(Ordering::SeqCst) => {
+                attempt += 1;
+                w.retries.fetch_add(1, Ordering::SeqCst);
+                *w.last_retry.lock().expect("retry lock") = Some(e);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            r => break r,
+        }
+    };
+    w.done.fetch_add(1, Ordering::SeqCst);
     r
 }
 
