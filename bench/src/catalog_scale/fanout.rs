@@ -155,9 +155,12 @@ async fn one_round(
         if up() < handles.len() {
             abort_all(&handles);
             bail!(
-                "only {} connections to the API {CONNECT_TIMEOUT:?} after sending {} watchers",
+                "only {} connections to the API {CONNECT_TIMEOUT:?} after sending {} watchers ({} ended; \
+                 client sockets to the API by TCP state: {})",
                 probe.server_connections(),
-                handles.len()
+                handles.len(),
+                w.done.load(Ordering::SeqCst),
+                probe.client_states()
             );
         }
     }

@@ -87,6 +87,22 @@ impl Probe {
             .map(|t| established_on(&t, &self.local_end.0, &self.local_end.1))
             .sum()
     }
+
+    /// This machine's client ends towards the API, by TCP state (`01` established, `02` SYN sent,
+    /// ...): what a watcher whose connection never showed up on the server is doing.
+    pub fn client_states(&self) -> String {
+        let mut by_state = std::collections::BTreeMap::<String, usize>::new();
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"].iter().filter_map(|p| std::fs::read_to_string(p).ok()) {
+            for l in table.lines().skip(1) {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let (Some(remote), Some(state)) = (f.get(2), f.get(3)) else { continue };
+                if remote.strip_suffix(self.local_end.1.as_str()).is_some_and(|h| h.ends_with(&self.local_end.0)) {
+                    *by_state.entry((*state).to_string()).or_default() += 1;
+                }
+            }
+        }
+        by_state.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ")
+    }
 }
 
 /// `X-Consul-Index` as a number.
