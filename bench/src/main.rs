@@ -2,8 +2,11 @@
 //! gateway with the same workload, one after the other in one run, and prints ops/s, p50 and p99 for
 //! each and the ratio Shoal/etcd. `swarm-compare` times container operations (service create,
 //! scale, rm, a killed container's replacement) on this Docker engine through the engine API alone,
-//! the engine's Swarm mode and a 3-node Shoal cluster.
+//! the engine's Swarm mode and a 3-node Shoal cluster. `catalog-scale` loads the Consul-compatible
+//! catalog with 10,000 instances and measures the memory, the blocking-query fan-out of one check
+//! flip to 1,000 watchers, and a sustained health-flip load against the Raft log.
 
+mod catalog_scale;
 mod compare;
 mod discovery_latency;
 mod engine;
@@ -47,6 +50,10 @@ enum Cmd {
     /// /v1/health/service, as a blocking-query client sees it (the node at --api must run
     /// --runtime docker on this engine).
     DiscoveryLatency(DiscoveryLatencyArgs),
+    /// The catalog at scale on a running manager: 1,000 services × 10 instances through
+    /// /v1/catalog/register, the manager's memory, the fan-out of a check flip to 1,000 blocking
+    /// watchers, and a health-flip load with its Raft entries.
+    CatalogScale(catalog_scale::CatalogScaleArgs),
 }
 
 #[derive(Args, Debug)]
@@ -160,6 +167,7 @@ fn main() -> Result<()> {
             );
             Ok(())
         }),
+        Cmd::CatalogScale(args) => runtime.block_on(catalog_scale::run(args)),
         Cmd::ServiceCreate(args) => runtime.block_on(async {
             let (secs, n) = service_create::run(args.api.trim_end_matches('/'), args.replicas, args.timeout).await?;
             println!(
