@@ -47,7 +47,12 @@ fn snapshot() -> Snapshot {
     );
     let mut nodes = BTreeMap::new();
     nodes.insert("h1".to_string(), SnapshotNode { address: "10.0.0.1".into(), meta: BTreeMap::new() });
-    Snapshot { index: 3, services, nodes }
+    Snapshot {
+        index: 3,
+        services: services.into_iter().map(|(k, v)| (k, std::sync::Arc::new(v))).collect(),
+        nodes,
+        ..Snapshot::default()
+    }
 }
 
 /// A running server; dropping the sender stops it.

@@ -55,7 +55,12 @@ pub(crate) fn fixture() -> Snapshot {
         .into_iter()
         .map(|(n, a)| (n.to_string(), node(a)))
         .collect();
-    Snapshot { index: 7, services, nodes }
+    Snapshot {
+        index: 7,
+        services: services.into_iter().map(|(k, v)| (k, std::sync::Arc::new(v))).collect(),
+        nodes,
+        ..Snapshot::default()
+    }
 }
 
 /// A record as `dig` would show it, without TTL and class.

@@ -462,3 +462,17 @@ fn the_snapshot_resolves_addresses_and_health() {
     assert!(snap.services.contains_key("consul"));
     assert_eq!(snap.index, s.catalog_snapshot_index());
 }
+
+#[test]
+fn a_snapshot_rebuild_shares_the_services_that_did_not_change() {
+    let (mut s, _) = state(vec![
+        register("n2", Source::Agent, inst("web-1", "web", vec![])),
+        register("n2", Source::Agent, inst("db-1", "db", vec![])),
+    ]);
+    let first = s.catalog_snapshot();
+    s.apply(60, &register("n1", Source::Agent, inst("web-2", "web", vec![])));
+    let second = s.catalog_snapshot_from(Some(&first));
+    assert!(std::sync::Arc::ptr_eq(&first.services["db"], &second.services["db"]), "db did not change: shared");
+    assert_eq!(second.services["web"].len(), 2, "web was rebuilt");
+    assert_eq!(second, s.catalog_snapshot(), "a partial rebuild equals a full one");
+}

@@ -67,6 +67,8 @@ pub struct Manager {
     pub(crate) reads: ReadBarrier,
     pub(crate) log_stats: Arc<LogStats>,
     pub(crate) config: NodeConfig,
+    /// The last catalog snapshot handed out, so the next is rebuilt only where it changed.
+    pub(crate) catalog_snapshot: Mutex<Option<Arc<shoal_model::catalog::snapshot::Snapshot>>>,
 }
 
 impl Manager {
@@ -148,6 +150,7 @@ impl Manager {
             reads: ReadBarrier::new(raft.clone(), config.write_timeout),
             log_stats,
             config,
+            catalog_snapshot: Mutex::new(None),
         });
 
         let app = crate::cluster::server::router(manager.clone(), member_routes)

@@ -81,13 +81,30 @@ impl Manager {
         let deadline = tokio::time::Instant::now() + wait.min(Duration::from_secs(300));
         let view = self.view().clone();
         self.view().watch().query(index, deadline, || view.read(|s| (s.catalog_snapshot_index(), ()))).await;
-        self.view().read(|s| s.catalog_snapshot())
+        let prev = self.catalog_snapshot.lock().expect("snapshot lock").clone();
+        let next = self.view().read(|s| match &prev {
+            Some(p) if p.index == s.catalog_snapshot_index() => None,
+            p => Some(s.catalog_snapshot_from(p.as_deref())),
+        });
+        match next {
+            None => prev.map(|p| (*p).clone()).unwrap_or_default(),
+            Some(next) => {
+                *self.catalog_snapshot.lock().expect("snapshot lock") = Some(Arc::new(next.clone()));
+                next
+            }
+        }
     }
 
     /// Writes catalog commands in one entry; each gets its own result, refusals included.
     pub async fn catalog_write(&self, cmds: Vec<CatalogCommand>) -> Result<Vec<CommandResult>, Error> {
         if cmds.is_empty() {
             return Ok(Vec::new());
+        }
+        // One command goes unwrapped, so the group-commit proposer can share its entry (and fsync)
+        // with other writers' commands; a batch of its own is always proposed alone.
+        if cmds.len() == 1 {
+            let cmd = cmds.into_iter().next().expect("one command");
+            return Ok(vec![self.write(Command::Catalog(cmd)).await?]);
         }
         let n = cmds.len();
         let cmd = Command::Batch(cmds.into_iter().map(Command::Catalog).collect());
