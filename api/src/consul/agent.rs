@@ -16,13 +16,9 @@ use shoal_registry::cluster::manager::Manager;
 
 use super::body::{self, Obj};
 use super::catalog::write_bool;
-use super::filter::{self, Filter};
-use super::{answer, check_dc, fail, shapes};
+use super::filter;
+use super::{answer, check_dc, fail, parse_filter, shapes};
 use crate::query::Query;
-
-fn parse_filter(q: &Query, schema: &'static filter::Schema) -> Result<Option<Filter>, Error> {
-    filter::from_query(q.get("filter"), schema).map_err(|e| Error::BadRequest(e.to_string()))
-}
 
 /// Consul's agent answers writes with an empty 200.
 async fn write_empty(m: &Manager, cmds: Vec<CatalogCommand>) -> Response {

@@ -14,13 +14,9 @@ use shoal_registry::Error;
 use shoal_registry::cluster::manager::Manager;
 
 use super::body::{self, Obj};
-use super::filter::{self, Filter};
-use super::{answer, check_dc, fail, has_tags, node_meta, node_meta_matches, read, shapes};
+use super::filter;
+use super::{answer, check_dc, fail, has_tags, node_meta, node_meta_matches, parse_filter, read, shapes};
 use crate::query::Query;
-
-fn parse_filter(q: &Query, schema: &'static filter::Schema) -> Result<Option<Filter>, Error> {
-    filter::from_query(q.get("filter"), schema).map_err(|e| Error::BadRequest(e.to_string()))
-}
 
 /// `GET /v1/catalog/services`: every service name with its tags (`?node-meta`, `?filter` on the instances).
 pub async fn services(State(m): State<Arc<Manager>>, RawQuery(q): RawQuery) -> Response {

@@ -16,13 +16,9 @@ use shoal_model::catalog::read::CheckView;
 use shoal_registry::Error;
 use shoal_registry::cluster::manager::Manager;
 
-use super::filter::{self, Filter};
-use super::{answer, fail, has_tags, node_meta, node_meta_matches, read, shapes};
+use super::filter;
+use super::{answer, fail, has_tags, node_meta, node_meta_matches, parse_filter, read, shapes};
 use crate::query::Query;
-
-fn parse_filter(q: &Query, schema: &'static filter::Schema) -> Result<Option<Filter>, Error> {
-    filter::from_query(q.get("filter"), schema).map_err(|e| Error::BadRequest(e.to_string()))
-}
 
 /// `?passing` in Go's spellings; Consul's message for anything else.
 fn passing(q: &Query) -> Result<bool, Error> {

@@ -56,6 +56,12 @@ pub(crate) fn answer(m: &Manager, index: u64, body: impl serde::Serialize) -> Re
     r
 }
 
+/// `?filter=` read against the element type `schema` (absent or empty: no filter); a filter that
+/// does not parse or fit the type answers 400 with Consul's message.
+pub(crate) fn parse_filter(q: &Query, schema: &'static filter::Schema) -> Result<Option<filter::Filter>, Error> {
+    filter::from_query(q.get("filter"), schema).map_err(|e| Error::BadRequest(e.to_string()))
+}
+
 /// Refuses a `?dc=` (or body `Datacenter`) other than this cluster's, as Consul does (500).
 pub(crate) fn check_dc(dc: Option<&str>) -> Result<(), Error> {
     match dc {

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::validate::{validate_check, validate_instance};
 use super::{
-    Catalog, Check, CheckDef, CheckSpec, ExternalNode, Health, Instance, InstanceSpec, MAX_CHECKS_PER_INSTANCE,
-    NODE_MAINTENANCE_ID, SERF_CHECK_ID, SERVICE_MAINTENANCE_PREFIX, Source, truncate_output,
+    Catalog, Check, CheckDef, CheckSpec, Health, Instance, InstanceSpec, MAX_CHECKS_PER_INSTANCE, NODE_MAINTENANCE_ID,
+    SERF_CHECK_ID, SERVICE_MAINTENANCE_PREFIX, Source, truncate_output,
 };
 use crate::command::{CommandResult, Refusal};
 use crate::services::{ServiceTables, TaskState};
@@ -128,77 +129,6 @@ pub(crate) struct Context<'a> {
     pub tasks: &'a ServiceTables,
 }
 
-/// Consul's rules for a service's meta (`structs.validateMetaPair`).
-fn validate_meta(meta: &BTreeMap<String, String>) -> Result<(), Refusal> {
-    if meta.len() > 64 {
-        return Err(Refusal::invalid(format!("service meta has {} pairs; at most 64 are allowed", meta.len())));
-    }
-    for (k, v) in meta {
-        if k.is_empty() || k.len() > 128 || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            return Err(Refusal::invalid(format!(
-                "service meta key {k:?} is invalid: use 1-128 of a-z, A-Z, 0-9, '_' and '-'"
-            )));
-        }
-        if k.starts_with("consul-") {
-            return Err(Refusal::invalid(format!("service meta key {k:?} is reserved (prefix \"consul-\")")));
-        }
-        if v.len() > 512 {
-            return Err(Refusal::invalid(format!("service meta value of {k:?} is longer than 512 bytes")));
-        }
-    }
-    Ok(())
-}
-
-/// Checks one check's definition: what the HTTP API answers with 400 and the state machine refuses.
-pub fn validate_check(c: &CheckSpec) -> Result<(), Refusal> {
-    if c.id.is_empty() {
-        return Err(Refusal::invalid("a check needs an ID"));
-    }
-    if c.id == SERF_CHECK_ID {
-        return Err(Refusal::invalid(format!("check ID {SERF_CHECK_ID:?} is reserved for the node's liveness")));
-    }
-    if c.def.kind.is_probed() && c.def.interval_ms == 0 {
-        return Err(Refusal::invalid(format!(
-            "check {:?}: a {} check needs an interval greater than 0 (e.g. \"10s\")",
-            c.id,
-            c.def.kind.type_name()
-        )));
-    }
-    if let super::CheckKind::Ttl { ttl_ms: 0 } = c.def.kind {
-        return Err(Refusal::invalid(format!("check {:?}: a TTL check needs a TTL greater than 0", c.id)));
-    }
-    if c.status == Health::Maintenance {
-        return Err(Refusal::invalid("a check's status must be passing, warning or critical"));
-    }
-    Ok(())
-}
-
-/// Checks an instance as a client wrote it: what the HTTP API answers with 400 and the state
-/// machine refuses, so nothing invalid is ever stored.
-pub fn validate_instance(spec: &InstanceSpec) -> Result<(), Refusal> {
-    if spec.name.is_empty() {
-        return Err(Refusal::invalid("a service needs a name"));
-    }
-    if spec.id.is_empty() {
-        return Err(Refusal::invalid("a service needs an ID"));
-    }
-    if spec.weights.passing == 0 || spec.weights.passing > 65535 || spec.weights.warning > 65535 {
-        return Err(Refusal::invalid("service weights: Passing must be 1-65535 and Warning 0-65535"));
-    }
-    validate_meta(&spec.meta)?;
-    if spec.checks.len() > MAX_CHECKS_PER_INSTANCE {
-        return Err(Refusal::invalid(format!("a service may have at most {MAX_CHECKS_PER_INSTANCE} checks")));
-    }
-    let mut ids = std::collections::BTreeSet::new();
-    for c in &spec.checks {
-        validate_check(c)?;
-        if !ids.insert(c.id.as_str()) {
-            return Err(Refusal::invalid(format!("check ID {:?} is given twice", c.id)));
-        }
-    }
-    Ok(())
-}
-
 impl Catalog {
     pub(crate) fn apply(&mut self, index: u64, cmd: &CatalogCommand, cx: &Context) -> CommandResult {
         let r = match cmd {
@@ -251,7 +181,7 @@ impl Catalog {
         Ok(())
     }
 
-    fn register(
+    pub(super) fn register(
         &mut self,
         index: u64,
         node: &str,
@@ -476,7 +406,7 @@ impl Catalog {
         self.services_index = index;
     }
 
-    fn update_checks(&mut self, index: u64, node: &str, updates: &[CheckUpdate]) -> bool {
+    pub(super) fn update_checks(&mut self, index: u64, node: &str, updates: &[CheckUpdate]) -> bool {
         let mut changed = false;
         for u in updates {
             let output = truncate_output(u.output.clone());
@@ -499,7 +429,7 @@ impl Catalog {
         changed
     }
 
-    fn register_check(
+    pub(super) fn register_check(
         &mut self,
         index: u64,
         node: &str,
@@ -554,7 +484,7 @@ impl Catalog {
         self.node_instances(node).find(|i| i.checks.contains_key(check_id)).map(|i| i.id.clone())
     }
 
-    fn remove_check(&mut self, index: u64, node: &str, check_id: &str) -> bool {
+    pub(super) fn remove_check(&mut self, index: u64, node: &str, check_id: &str) -> bool {
         if let Some(n) = self.node_checks.get_mut(node)
             && n.checks.remove(check_id).is_some()
         {
@@ -625,123 +555,6 @@ impl Catalog {
                     }
                 }
                 Ok(true)
-            }
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn catalog_register(
-        &mut self,
-        index: u64,
-        node: &str,
-        address: &str,
-        meta: &BTreeMap<String, String>,
-        skip_node_update: bool,
-        service: &Option<InstanceSpec>,
-        check: &Option<(Option<String>, CheckSpec)>,
-        cx: &Context,
-    ) -> Result<bool, Refusal> {
-        if node.is_empty() {
-            return Err(Refusal::invalid("Must provide node"));
-        }
-        let cluster = (cx.cluster_node)(node);
-        if !cluster && address.is_empty() && !self.external_nodes.contains_key(node) {
-            return Err(Refusal::invalid("Must provide address"));
-        }
-        if let Some(s) = service {
-            validate_instance(s)?;
-            if let Some(o) = self.instance(node, &s.id)
-                && o.source != Source::Catalog
-            {
-                return Err(Refusal::conflict(format!(
-                    "service {:?} on node {node:?} is registered by its {}; change it there",
-                    s.id,
-                    o.source.as_str()
-                )));
-            }
-        }
-        if let Some((_, c)) = check {
-            validate_check(c)?;
-        }
-        let mut changed = false;
-        if !cluster {
-            let old = self.external_nodes.get(node);
-            let keep = skip_node_update && old.is_some();
-            let same = old.is_some_and(|o| o.address == address && &o.meta == meta);
-            if !keep && !same {
-                let create_index = old.map_or(index, |o| o.create_index);
-                self.external_nodes.insert(
-                    node.to_string(),
-                    ExternalNode {
-                        name: node.to_string(),
-                        address: if address.is_empty() {
-                            old.map(|o| o.address.clone()).unwrap_or_default()
-                        } else {
-                            address.to_string()
-                        },
-                        meta: meta.clone(),
-                        create_index,
-                        modify_index: index,
-                    },
-                );
-                self.nodes_index = index;
-                changed = true;
-            }
-        }
-        if let Some(s) = service {
-            let mut s = s.clone();
-            // Catalog registrations carry no probes; their checks come through `check`.
-            s.checks.clear();
-            if let Some(old) = self.instance(node, &s.id) {
-                s.checks = old
-                    .checks
-                    .values()
-                    .map(|c| CheckSpec {
-                        id: c.id.clone(),
-                        name: c.name.clone(),
-                        notes: c.notes.clone(),
-                        def: c.def.clone(),
-                        status: c.status,
-                        output: c.output.clone(),
-                    })
-                    .collect();
-            }
-            changed |= self.register(index, node, Source::Catalog, &s, cx)?;
-        }
-        if let Some((sid, c)) = check {
-            let sid = sid.as_deref().or(service.as_ref().map(|s| s.id.as_str())).filter(|s| !s.is_empty());
-            let mut c = c.clone();
-            c.def = CheckDef { kind: super::CheckKind::Manual, ..c.def };
-            let status_only = self.check(node, &c.id).is_some_and(|o| o.def == c.def && o.name == c.name);
-            if status_only {
-                changed |= self.update_checks(
-                    index,
-                    node,
-                    &[CheckUpdate {
-                        check_id: c.id.clone(),
-                        status: c.status,
-                        output: c.output.clone(),
-                        ttl_renewal: false,
-                    }],
-                );
-            } else {
-                changed |= self.register_check(index, node, sid, &c)?;
-            }
-        }
-        Ok(changed)
-    }
-
-    fn catalog_deregister(&mut self, index: u64, node: &str, service_id: Option<&str>, check_id: Option<&str>) -> bool {
-        match (service_id, check_id) {
-            (Some(sid), _) => self.remove_instance(index, node, sid).is_some(),
-            (None, Some(cid)) => self.remove_check(index, node, cid),
-            (None, None) => {
-                let had = self.external_nodes.remove(node).is_some();
-                if had {
-                    self.forget_node(index, node);
-                    self.nodes_index = index;
-                }
-                had
             }
         }
     }

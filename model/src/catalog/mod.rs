@@ -21,15 +21,18 @@
 //!   going away, so nothing routes to a task that is leaving.
 
 pub(crate) mod apply;
+mod external;
 pub mod read;
 pub mod reap;
 pub mod snapshot;
+pub mod validate;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use apply::{CatalogCommand, CheckUpdate, validate_check, validate_instance};
+pub use apply::{CatalogCommand, CheckUpdate};
+pub use validate::{validate_check, validate_instance};
 
 /// The one datacenter a Shoal cluster is (Consul clients send `?dc=` and read `Config.Datacenter`).
 pub const DATACENTER: &str = "dc1";
