@@ -29,7 +29,7 @@ fn inst(id: &str, node: &str, address: &str, own: bool, port: u16) -> SnapshotIn
         own_address: own,
         port,
         tags: vec!["v1".into()],
-        meta: BTreeMap::new(),
+        meta: Default::default(),
         health: Health::Passing,
         weights: Weights::default(),
     }
