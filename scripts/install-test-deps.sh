@@ -11,6 +11,8 @@ DEBIAN_PACKAGES=(
   iproute2          # cli/tests/faults.rs: `ip link` in the test's own network namespace
   iptables          # cli/tests/faults.rs: packet loss (`-m statistic`) inside that namespace
   bind9-dnsutils    # cli/tests/dns.rs: the real `dig` against the node's DNS server
+  busybox-static    # cli/tests/dns.rs: nslookup and wget inside a task container (an image FROM scratch)
+  knot              # cli/tests/dns.rs: the upstream resolver the task containers' DNS forwards to
 )
 
 # PyPI tools the tests use: real Consul clients.
