@@ -236,8 +236,7 @@ impl Ctx<'_> {
                     Some(t) => t,
                     None => self.under_dc(&format!("{}.addr", names::encode_addr(ip)))?,
                 };
-                let glue = self.address_record(target.clone(), ip, ttl).into_iter().collect();
-                (target, glue)
+                (target.clone(), vec![glue_record(target, ip, ttl)])
             }
             // A hostname is its own target; it is not resolved here (no glue).
             Err(_) => {
@@ -272,9 +271,11 @@ impl Ctx<'_> {
             .collect()
     }
 
-    /// A or AAAA for `ip` if the question's type asks for that family (SRV glue: always).
+    /// A or AAAA for `ip` if the question's type asks for that family (A, AAAA or ANY). An SRV
+    /// question asks for neither: a node or `.addr` name asked SRV is NODATA (the fuzz target
+    /// found it answered with an A record, by the glue's rule).
     fn address_record(&self, owner: Name, ip: IpAddr, ttl: u32) -> Option<Record> {
-        let any = matches!(self.qtype, RecordType::ANY | RecordType::SRV);
+        let any = self.qtype == RecordType::ANY;
         let data = match ip {
             IpAddr::V4(v4) if any || self.qtype == RecordType::A => RData::A(A(v4)),
             IpAddr::V6(v6) if any || self.qtype == RecordType::AAAA => RData::AAAA(AAAA(v6)),
@@ -287,6 +288,15 @@ impl Ctx<'_> {
     fn under_dc(&self, prefix: &str) -> Option<Name> {
         Name::from_ascii(format!("{prefix}.{}", self.cfg.datacenter)).ok()?.append_domain(self.domain).ok()
     }
+}
+
+/// The glue of an SRV target: its address, of either family.
+fn glue_record(target: Name, ip: IpAddr, ttl: u32) -> Record {
+    let data = match ip {
+        IpAddr::V4(v4) => RData::A(A(v4)),
+        IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
+    };
+    Record::from_rdata(target, ttl, data)
 }
 
 /// The domain's SOA (Consul's: `ns.`/`hostmaster.` the domain, TTL = MINIMUM). The serial is the

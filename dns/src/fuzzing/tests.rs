@@ -75,6 +75,7 @@ fn every_seed_gets_its_reply_and_keeps_the_invariants() {
         ("label-64", reply(FormErr)),
         ("name-over-255", reply(FormErr)),
         ("name-253", reply(NXDomain)),
+        ("found-node-srv", answers(0, false)),
     ];
     let seeds = seeds();
     assert_eq!(seeds.len(), wants.len(), "one expectation per seed");
