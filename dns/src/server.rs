@@ -305,7 +305,8 @@ impl DnsServer {
         let (udp, tcp) = bind_pair(addr).await?;
         let addr = udp.local_addr().map_err(|source| DnsError::Bind { addr, source })?;
         let (stop_udp, stopped) = watch::channel(false);
-        let udp = tokio::spawn(crate::udp::serve(Arc::new(udp), handler.clone(), stopped));
+        let readers = std::thread::available_parallelism().map_or(1, |n| n.get().min(crate::udp::MAX_READERS));
+        let udp = tokio::spawn(crate::udp::serve_all(Arc::new(udp), handler.clone(), stopped, readers));
         let mut server = Server::new(Shared(handler));
         server.register_listener(tcp, TCP_IDLE_TIMEOUT, 64);
         Ok(DnsServer { tcp: server, udp, stop_udp, addr })
