@@ -1,16 +1,17 @@
 //! The answer to one question, from one catalog snapshot: a pure function, so every Consul rule
 //! (health filtering, NXDOMAIN vs NODATA, SRV targets and glue, trimming to the client's buffer)
-//! is table-tested without a socket. Records and sizes are hickory-proto's; there is no DNS wire
-//! code here.
+//! is table-tested without a socket. Records are hickory-proto's, and sizes are measured with
+//! hickory-server's own response encoder; there is no DNS wire code here.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::op::{MessageType, Metadata, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, SOA, SRV};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
-use hickory_proto::serialize::binary::BinEncodable;
+use hickory_proto::serialize::binary::{BinDecoder, BinEncodable, BinEncoder};
+use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use shoal_model::catalog::Health;
@@ -316,7 +317,8 @@ fn secs(d: Duration) -> u32 {
 fn trim(query: &Query, entries: Vec<Entry>, udp_limit: Option<usize>) -> Answer {
     let limit = udp_limit.unwrap_or(MAX_MESSAGE_SIZE).min(MAX_MESSAGE_SIZE);
     let cap = if udp_limit.is_some_and(|l| l <= CLASSIC_UDP_SIZE) { UDP_ANSWER_LIMIT } else { usize::MAX };
-    let full_fits = encoded_len(query, &entries) <= limit;
+    let question = question_of(query);
+    let full_fits = encoded_len(question.as_ref(), &entries) <= limit;
     let keep = if full_fits {
         entries.len().min(cap)
     } else {
@@ -324,7 +326,7 @@ fn trim(query: &Query, entries: Vec<Entry>, udp_limit: Option<usize>) -> Answer 
         let (mut lo, mut hi) = (1, entries.len().min(cap));
         while lo < hi {
             let mid = (lo + hi).div_ceil(2);
-            if encoded_len(query, &entries[..mid]) <= limit {
+            if encoded_len(question.as_ref(), &entries[..mid]) <= limit {
                 lo = mid;
             } else {
                 hi = mid - 1;
@@ -347,24 +349,37 @@ fn sections(entries: &[Entry]) -> (Vec<Record>, Vec<Record>) {
     (entries.iter().map(|e| e.record.clone()).collect(), additionals)
 }
 
-/// The size of the response message holding `entries`, as hickory's server encodes it.
-///
-/// The server sends the question back as the client's bytes, and hickory 0.26.3 then offers them
-/// to the name compressor with its type and class attached, so no record name ever points into
-/// the question: the first answer spells the question's name out again (found by the fuzz
-/// target: a budget that let records compress against the question was short by the name's
-/// length, and hickory's encoder then dropped the OPT record and set TC itself). So the question
-/// is measured apart from the records, which compress only among themselves. Should hickory
-/// compress against the question one day, this stays an upper bound.
-fn encoded_len(query: &Query, entries: &[Entry]) -> usize {
-    let (answers, additionals) = sections(entries);
-    let mut m = Message::new(0, MessageType::Response, OpCode::Query);
-    m.answers = answers;
-    m.additionals = additionals;
+/// The size of the response message holding `entries`, encoded by hickory-server's own response
+/// encoder (`MessageResponse::destructive_emit`, what the server's UDP encoding runs) with the
+/// question as the client sent it (`question`: [`question_of`]). Size by construction, not by
+/// estimate: hickory sends the client's question bytes back and offers them to its name
+/// compressor as one candidate, type and class attached, so no record ever points into the
+/// question and the candidate table (64 entries) holds one useful name fewer. Two budgets that
+/// modelled this by hand fell short of the real reply (by a name's length, found by the fuzz
+/// harness's seeds; then by a few bytes once the table filled, found by the fuzzer), and
+/// hickory's encoder then dropped the OPT record and set TC itself.
+fn encoded_len(question: Option<&Queries>, entries: &[Entry]) -> usize {
     // An encoding error (a name too long, …) counts as "does not fit".
-    let records = m.to_vec().map(|v| v.len()).unwrap_or(usize::MAX);
-    let question = query.to_bytes().map(|v| v.len()).unwrap_or(usize::MAX);
-    records.saturating_add(question)
+    let Some(queries) = question else { return usize::MAX };
+    let (answers, additionals) = sections(entries);
+    let meta = Metadata::new(0, MessageType::Response, OpCode::Query);
+    let response = MessageResponseBuilder::new(queries, None).build(
+        meta,
+        answers.iter(),
+        std::iter::empty(),
+        std::iter::empty(),
+        additionals.iter(),
+    );
+    let mut bytes = Vec::with_capacity(512);
+    let emitted = response.destructive_emit(&mut BinEncoder::new(&mut bytes));
+    emitted.map(|_| bytes.len()).unwrap_or(usize::MAX)
+}
+
+/// The question section the server echoes: `query`'s plain encoding, which is the client's bytes
+/// (the handler answers only a question in plain form), read back into hickory's `Queries`.
+fn question_of(query: &Query) -> Option<Queries> {
+    let bytes = query.to_bytes().ok()?;
+    Queries::read(&mut BinDecoder::new(&bytes), 1).ok()
 }
 
 #[cfg(test)]

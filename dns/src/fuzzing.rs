@@ -323,11 +323,17 @@ fn wire_name(labels: &[&[u8]]) -> Vec<u8> {
     out
 }
 
-/// The question `name` type A class IN as raw bytes after a header of one question.
+/// The question `name` type A class IN as raw bytes after a header with `counts`.
 fn raw_question(id: u16, name: &[u8], counts: [u16; 4]) -> Vec<u8> {
+    raw_question_of(id, name, RecordType::A, counts)
+}
+
+/// The question `name` of `qtype`, class IN, as raw bytes after a header with `counts`.
+fn raw_question_of(id: u16, name: &[u8], qtype: RecordType, counts: [u16; 4]) -> Vec<u8> {
     let mut p = header(id, 0x0100, counts);
     p.extend_from_slice(name);
-    p.extend_from_slice(&[0, 1, 0, 1]);
+    p.extend_from_slice(&u16::from(qtype).to_be_bytes());
+    p.extend_from_slice(&[0, 1]);
     p
 }
 
@@ -417,6 +423,11 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     seeds.push(("name-253", a(42, &n)));
     // What the fuzzer found (fuzz/artifacts, minimised), kept as seeds so the tests replay them.
     seeds.push(("found-node-srv", query(7, "n1.node.dc1.shoal.", SRV, DNSClass::IN, None)));
+    // An SRV answer trimmed to a 956-byte buffer (and one byte after the message, ignored): with
+    // some shuffles the reply lost its OPT record (the budget's size model was a few bytes short).
+    let mut srv956 = raw_question_of(8, &wire_name(&[b"big", b"service", b"shoal"]), SRV, [1, 0, 0, 1]);
+    srv956.extend_from_slice(&[0, 0, 41, 0x03, 0xbc, 0, 0, 0, 0, 0, 0, 0x3f]);
+    seeds.push(("found-srv-edns-956", srv956));
     seeds
 }
 
