@@ -220,8 +220,8 @@ fn inst(id: &str, node: &str, address: &str, own: bool, port: u16, tags: &[&str]
         address: address.into(),
         own_address: own,
         port,
-        tags: tags.iter().map(|t| t.to_string()).collect(),
-        meta: BTreeMap::new(),
+        tags: tags.iter().map(|t| (*t).into()).collect(),
+        meta: Default::default(),
         health,
         weights: Weights { passing: 10, warning: 2 },
     }
