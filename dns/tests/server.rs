@@ -473,8 +473,10 @@ async fn oversized_names_compression_loops_and_every_truncation() {
 /// the reply was trimmed (which records are kept depends on the shuffle).
 fn normalized(m: &Message) -> Vec<String> {
     let section = |records: &[Record]| {
+        // A truncated answer holds as many shuffled records as fit, and names differ in length:
+        // two replies to the same query may hold one record more or less.
         if m.metadata.truncation {
-            return format!("{} records", records.len());
+            return if records.is_empty() { "no records".into() } else { "some records".into() };
         }
         let mut v: Vec<String> = records.iter().map(|r| r.to_string()).collect();
         v.sort();
