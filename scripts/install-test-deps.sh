@@ -11,6 +11,8 @@ DEBIAN_PACKAGES=(
   iproute2          # cli/tests/faults.rs: `ip link` in the test's own network namespace
   iptables          # cli/tests/faults.rs: packet loss (`-m statistic`) inside that namespace
   bind9-dnsutils    # cli/tests/dns.rs: the real `dig` against the node's DNS server
+  dnsperf           # bench/src/dns_bench (`shoal-bench dns`, its smoke test): the DNS load generator
+  knot              # bench/src/dns_bench: knotd, the reference authoritative server (run from a temp dir, no service)
 )
 
 # PyPI tools the tests use: real Consul clients.
@@ -28,6 +30,12 @@ if ((${#missing[@]})); then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+# Where systemd runs, Debian starts knot.service on install (on port 53). The bench runs its own
+# knotd from a temp dir, so the system's is stopped and disabled.
+if command -v systemctl >/dev/null && systemctl is-active --quiet knot 2>/dev/null; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO systemctl disable --now knot
 fi
 
 for spec in "${PYPI_PACKAGES[@]}"; do
