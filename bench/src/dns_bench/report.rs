@@ -101,7 +101,7 @@ pub fn ratios_table(rows: &[Row]) -> String {
 /// `answer()`'s own cost beside the node's CPU time per query in its max-rate run.
 pub fn cost_table(costs: &[(usize, Cost)], rows: &[Row]) -> String {
     let mut t = String::new();
-    t.push_str("| instances | answer() alone, µs/query: A / SRV / NXDOMAIN / mix | with encoding: A / SRV / NXDOMAIN / mix | node CPU µs/query (max run) | Knot CPU µs/query (max run) |\n");
+    t.push_str("| instances | answer() alone, median µs: A / SRV / NXDOMAIN / mix | with encoding, median µs: A / SRV / NXDOMAIN / mix | node CPU µs/query (max run) | Knot CPU µs/query (max run) |\n");
     t.push_str("|---:|---|---|---:|---:|\n");
     let us = |v: &[f64; 4]| format!("{:.2} / {:.2} / {:.2} / {:.2}", v[0] / 1e3, v[1] / 1e3, v[2] / 1e3, v[3] / 1e3);
     for (instances, c) in costs {
