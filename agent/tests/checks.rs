@@ -88,7 +88,7 @@ fn ttl(id: &str, ttl_ms: u64) -> CheckSpec {
 }
 
 fn status_of(s: &State, check_id: &str) -> Option<(Health, String)> {
-    s.catalog.check(NODE, check_id).map(|c| (c.status, c.output.clone()))
+    s.catalog.check(NODE, check_id).map(|c| (c.status, c.output.to_string()))
 }
 
 /// Waits (on catalog changes, at most 10 s) until `f` holds.

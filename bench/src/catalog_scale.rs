@@ -3,7 +3,8 @@
 //!
 //! ```text
 //!   1. load     PUT /v1/catalog/register × services·instances (64 in flight)    → time, writes/s
-//!   2. memory   VmRSS of --pid before and after the load                         → bytes per instance
+//!   2. memory   VmRSS of --pid before, halfway through and after the load       → bytes per instance
+//!               (whole load, and the second half alone: the cost of one more instance)
 //!   3. fan-out  W watchers parked on /v1/health/service/svc-0000?index=N, then one
 //!               check flip                                                        → t0 → each answer
 //!   4. flips    re-registrations with another Status at --flip-rate for --flip-seconds
@@ -205,7 +206,12 @@ pub async fn run(args: CatalogScaleArgs) -> Result<()> {
         layout.services,
         layout.nodes
     );
-    let m = load(&api, layout, args.concurrency, args.request_timeout, Instant::now() + args.load_timeout).await;
+    let deadline = Instant::now() + args.load_timeout;
+    let half = layout.total() / 2;
+    let first = load(&api, layout, 0..half, args.concurrency, args.request_timeout, deadline).await;
+    let rss_half = probe.rss_kib()?;
+    let second = load(&api, layout, half..layout.total(), args.concurrency, args.request_timeout, deadline).await;
+    let m = first.combine(second);
     let raft1 = probe.raft().await?;
     let rss1 = probe.rss_kib()?;
     if m.errors > 0 || m.ok as usize != layout.total() {
@@ -227,10 +233,16 @@ pub async fn run(args: CatalogScaleArgs) -> Result<()> {
         "Raft entries (writes per entry)",
         format!("{load_entries} ({:.1})", m.ok as f64 / load_entries.max(1) as f64),
     );
-    if let (Some(before), Some(after)) = (rss0, rss1) {
+    if let (Some(before), Some(mid), Some(after)) = (rss0, rss_half, rss1) {
         let per = (after as f64 - before as f64) * 1024.0 / layout.total() as f64;
-        row("memory", "manager VmRSS before / after", format!("{before} KiB / {after} KiB"));
-        row("memory", "bytes per instance (goal < 1024)", format!("{per:.0} ({})", verdict(per < 1024.0)));
+        let marginal = (after as f64 - mid as f64) * 1024.0 / (layout.total() - half).max(1) as f64;
+        row("memory", "manager VmRSS before / halfway / after", format!("{before} / {mid} / {after} KiB"));
+        row("memory", "bytes per instance, whole load (goal < 1024)", format!("{per:.0} ({})", verdict(per < 1024.0)));
+        row(
+            "memory",
+            "bytes per instance, second half only (goal < 1024)",
+            format!("{marginal:.0} ({})", verdict(marginal < 1024.0)),
+        );
     }
     if let Some(own) = probe::own_rss_kib() {
         row("memory", "shoal-bench's own VmRSS (not included)", format!("{own} KiB"));

@@ -75,8 +75,8 @@ pub struct DnsBenchArgs {
     /// The dnsperf binary (Debian's `dnsperf` package).
     #[arg(long, default_value = "dnsperf")]
     dnsperf: String,
-    /// Catalog sizes compared, in services of --instances instances each, in order; the catalog
-    /// grows from one to the next, and the change latency is measured at the last.
+    /// Catalog sizes compared, in services of --instances instances each, smallest first; the
+    /// catalog grows from one to the next, and the change latency is measured at the largest.
     #[arg(long, value_delimiter = ',', default_value = "10,1000")]
     sizes: Vec<usize>,
     /// Instances per service (each on its own node: at most --nodes).
@@ -155,6 +155,9 @@ pub async fn run(args: DnsBenchArgs) -> Result<()> {
 async fn bench(args: &DnsBenchArgs) -> Result<()> {
     let mut sizes = args.sizes.clone();
     sizes.retain(|&s| s > 0);
+    // The catalog only grows (nothing is deregistered between sizes): smallest first.
+    sizes.sort_unstable();
+    sizes.dedup();
     if sizes.is_empty() || args.instances == 0 || args.nodes == 0 {
         bail!("--sizes, --instances and --nodes must be at least 1");
     }
@@ -188,17 +191,26 @@ async fn bench(args: &DnsBenchArgs) -> Result<()> {
     let mut notes: Vec<String> = Vec::new();
     let mut costs: Vec<(usize, inproc::Cost)> = Vec::new();
     let mut layout = Layout { services: 0, instances: args.instances, nodes: args.nodes };
+    let mut loaded = 0;
     for &services in &sizes {
         layout.services = services;
         let total = layout.total();
-        eprintln!("dns: registering {total} instances ({services} services × {})", args.instances);
+        // The catalog grows: only the instances the last size did not have are registered.
+        let new = loaded..total.max(loaded);
+        eprintln!(
+            "dns: registering {} more instances, {total} in all ({services} services × {})",
+            new.len(),
+            args.instances
+        );
         let deadline = Instant::now() + args.load_timeout;
-        let m = load(&shoal.api, layout, args.concurrency, args.request_timeout, deadline).await;
-        if m.errors > 0 || m.ok as usize != total {
-            bail!("load: {} of {total} registered, {} errors (first: {:?})", m.ok, m.errors, m.first_error);
+        let m = load(&shoal.api, layout, new.clone(), args.concurrency, args.request_timeout, deadline).await;
+        if m.errors > 0 || m.ok as usize != new.len() {
+            bail!("load: {} of {} registered, {} errors (first: {:?})", m.ok, new.len(), m.errors, m.first_error);
         }
+        loaded = loaded.max(total);
         notes.push(format!(
-            "{total} instances: registered in {:.2} s ({:.0} writes/s)",
+            "{total} instances: {} registered in {:.2} s ({:.0} writes/s)",
+            new.len(),
             m.elapsed.as_secs_f64(),
             m.ops_per_sec()
         ));

@@ -83,6 +83,17 @@ pub struct Measurement {
 }
 
 impl Measurement {
+    /// Two measurements of consecutive periods as one (times add up, latencies merge).
+    pub fn combine(mut self, other: Measurement) -> Measurement {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.elapsed += other.elapsed;
+        self.latencies_ns.extend(other.latencies_ns);
+        self.latencies_ns.sort_unstable();
+        self.first_error = self.first_error.or(other.first_error);
+        self
+    }
+
     pub fn ops_per_sec(&self) -> f64 {
         if self.elapsed.is_zero() { 0.0 } else { self.ok as f64 / self.elapsed.as_secs_f64() }
     }

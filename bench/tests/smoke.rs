@@ -56,7 +56,7 @@ async fn catalog_scale_runs_every_phase_against_shoal() {
     for row in [
         "| load | registrations (ok / errors) | 60 / 0 |",
         "| fan-out | answered | 40/40 |",
-        "| memory | manager VmRSS before / after |",
+        "| memory | manager VmRSS before / halfway / after |",
         "| raft | flips per entry |",
     ] {
         assert!(stdout.contains(row), "no {row:?} row:\n{stdout}");

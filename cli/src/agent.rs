@@ -297,10 +297,17 @@ async fn run(
         m.set_heard(std::sync::Arc::new(crate::gossip::GossipHeard(gossip.clone())));
         tokio::spawn(shoal_scheduler::leader::run(m.clone()));
     }
-    let executor = crate::runtime::executor(runtime, &node, gossip_config.bind_ip, register_containers).await?;
     // DNS is bound once the node is in the cluster (a refused join never touches its port).
     let dns = crate::dns::start(dns_args, gossip_config.bind_ip).await?;
     let dns_handle = dns.as_ref().map(|d| d.handle.clone());
+    // Task containers resolve through the node's DNS, on their networks' gateways.
+    let resolver = match &dns_handle {
+        Some(h) => crate::dns::ContainerDns::new(dns_args, h.clone())?
+            .map(|r| std::sync::Arc::new(r) as std::sync::Arc<dyn shoal_agent::docker::resolver::ContainerResolver>),
+        None => None,
+    };
+    let executor =
+        crate::runtime::executor(runtime, &node, gossip_config.bind_ip, register_containers, resolver).await?;
     let dns_note = dns.as_ref().map_or_else(String::new, |d| format!(" · DNS {}", d.addr));
     // One log source for the life of the process, whatever role the node plays.
     let logs = std::sync::Arc::new(shoal_registry::control::logs::LogSource::default());

@@ -28,9 +28,13 @@ pub struct DnsArgs {
     /// TTL of node answers.
     #[arg(long, default_value = "0s", value_name = "DURATION")]
     pub dns_node_ttl: String,
-    /// Forward names outside the domain to this resolver (IP[:PORT]); without it they are refused.
+    /// Forward names outside the domain to this resolver (IP[:PORT]); without it they are refused
+    /// on the node's port, and task containers' queries go to the host's resolvers (/etc/resolv.conf).
     #[arg(long, value_name = "IP[:PORT]")]
     pub dns_recursor: Option<String>,
+    /// Leave task containers with Docker's DNS: no resolver on the service networks' gateways.
+    #[arg(long)]
+    pub no_container_dns: bool,
 }
 
 impl Default for DnsArgs {
@@ -43,6 +47,7 @@ impl Default for DnsArgs {
             dns_service_ttl: "0s".into(),
             dns_node_ttl: "0s".into(),
             dns_recursor: None,
+            no_container_dns: false,
         }
     }
 }
@@ -83,6 +88,86 @@ impl DnsArgs {
     }
 }
 
+/// The first `nameserver` of a resolv.conf, on port 53 (the host's resolver, for containers).
+pub fn first_nameserver(resolv_conf: &str) -> Option<SocketAddr> {
+    resolv_conf
+        .lines()
+        .find_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next() == Some("nameserver")).then(|| words.next()?.parse::<IpAddr>().ok()).flatten()
+        })
+        .map(|ip| SocketAddr::new(ip, 53))
+}
+
+/// The resolver of task containers (see `shoal_agent::docker::resolver`): one DNS server per
+/// service network gateway, answering from the node's copy of the catalog and forwarding other
+/// names to `--dns-recursor`, else to the host's first resolver in /etc/resolv.conf.
+pub struct ContainerDns {
+    handle: SnapshotHandle,
+    cfg: DnsConfig,
+    upstream: Option<SocketAddr>,
+    search: Vec<String>,
+    /// Listening gateways, each with what stops its server.
+    serving: tokio::sync::Mutex<std::collections::HashMap<IpAddr, tokio::sync::oneshot::Sender<()>>>,
+}
+
+impl ContainerDns {
+    /// The containers' resolver for these flags, answering from `handle`; `None` with
+    /// `--no-container-dns`.
+    pub fn new(args: &DnsArgs, handle: SnapshotHandle) -> Result<Option<Self>> {
+        if args.no_container_dns {
+            return Ok(None);
+        }
+        let (cfg, recursor) = args.config()?;
+        let upstream = recursor.or_else(|| first_nameserver(&std::fs::read_to_string("/etc/resolv.conf").ok()?));
+        let domain = args.dns_domain.trim_end_matches('.');
+        if upstream.is_none() {
+            tracing::info!("the host has no resolver in /etc/resolv.conf: containers resolve only the cluster's names");
+        }
+        Ok(Some(ContainerDns {
+            handle,
+            cfg,
+            upstream,
+            search: vec![format!("service.{domain}")],
+            serving: Default::default(),
+        }))
+    }
+}
+
+#[async_trait::async_trait]
+impl shoal_agent::docker::resolver::ContainerResolver for ContainerDns {
+    async fn serve_on(&self, gateway: IpAddr) -> Result<(), String> {
+        let mut serving = self.serving.lock().await;
+        if serving.contains_key(&gateway) {
+            return Ok(());
+        }
+        let addr = SocketAddr::new(gateway, 53);
+        let server = DnsServer::bind(addr, self.handle.clone(), self.cfg.clone(), self.upstream)
+            .await
+            .map_err(|e| format!("{e} (port 53 needs root or CAP_NET_BIND_SERVICE; is another DNS server on it?)"))?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            if let Err(e) = server.run(async move { stopped.await.unwrap_or(()) }).await {
+                tracing::error!(error = %e, %addr, "the containers' DNS server stopped");
+            }
+        });
+        tracing::info!(%addr, upstream = ?self.upstream, "DNS for the containers of a service network");
+        serving.insert(gateway, stop);
+        Ok(())
+    }
+
+    async fn release(&self, gateway: IpAddr) {
+        if let Some(stop) = self.serving.lock().await.remove(&gateway) {
+            let _ = stop.send(());
+            tracing::debug!(%gateway, "stopped the DNS server of a removed network");
+        }
+    }
+
+    fn search_domains(&self) -> Vec<String> {
+        self.search.clone()
+    }
+}
+
 /// A bound DNS server and the handle its copy of the catalog lives in.
 pub struct Dns {
     /// Where it answers (UDP and TCP).
@@ -116,5 +201,22 @@ pub async fn feed(node: RunningNode, handle: SnapshotHandle) {
     match node {
         RunningNode::Manager(m) => Feed::new(m, handle).run(std::future::pending()).await,
         RunningNode::Worker(w) => Feed::new(w, handle).run(std::future::pending()).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_resolver_is_the_first_nameserver_line() {
+        let conf = "# made by hand\nsearch example.org\nnameserver 10.0.0.2\nnameserver 10.0.0.3\noptions ndots:1\n";
+        assert_eq!(first_nameserver(conf), Some("10.0.0.2:53".parse().unwrap()));
+        assert_eq!(first_nameserver("nameserver fd00::53\n"), Some("[fd00::53]:53".parse().unwrap()));
+        assert_eq!(
+            first_nameserver("nameserver not-an-ip\nnameserver 127.0.0.53"),
+            Some("127.0.0.53:53".parse().unwrap())
+        );
+        assert_eq!(first_nameserver("search example.org\n"), None);
     }
 }

@@ -89,13 +89,15 @@ pub struct Runtime {
     register_others: bool,
 }
 
-/// The runtime for this node. Docker must answer now: a node that is meant to run containers and
+/// The runtime for this node; with Docker, its task containers resolve through `resolver` when
+/// there is one. Docker must answer now: a node that is meant to run containers and
 /// cannot is a mistake to report at start, not later.
 pub async fn executor(
     kind: RuntimeKind,
     node: &RunningNode,
     bind_ip: IpAddr,
     register_others: bool,
+    resolver: Option<Arc<dyn shoal_agent::docker::resolver::ContainerResolver>>,
 ) -> anyhow::Result<Runtime> {
     Ok(match kind {
         RuntimeKind::None => Runtime { executor: None, docker: None, register_others },
@@ -117,6 +119,10 @@ pub async fn executor(
                     "--runtime docker: {e}; start Docker (or set DOCKER_HOST), or run this node with --runtime none"
                 )
             })?;
+            let docker = match resolver {
+                Some(r) => docker.with_resolver(r),
+                None => docker,
+            };
             Runtime { executor: Some(Arc::new(docker.clone())), docker: Some(docker), register_others }
         }
     })

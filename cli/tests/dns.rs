@@ -3,10 +3,18 @@
 //! with glue, a killed container's address and a failing task's address leave the answers, nodes
 //! resolve, and names that do not exist get NXDOMAIN with the SOA.
 //!
-//! The test removes every container and network its node made, however it ends.
+//! And from inside a task container (busybox from Debian's busybox-static, in an image built
+//! `FROM scratch`): `nslookup` and `wget` of `NAME.service.shoal`, a plain service name through the
+//! search domain, and a name outside the domain through the upstream resolver — a Knot server on
+//! loopback serving `outside.test.`, standing in for the host's resolver (the test sends nothing
+//! off this machine).
+//!
+//! The tests remove every container, network and image they made, however they end.
 
 use std::collections::BTreeSet;
-use std::process::{Command, Output};
+use std::net::UdpSocket;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -181,4 +189,177 @@ async fn dig_finds_a_service_and_follows_its_health() {
     assert!(took < Duration::from_secs(1), "the killed task stayed in DNS for {took:?}");
     ok(Some(&host), &["service", "rm", &web]);
     drop(env);
+}
+
+/// The busybox image the container test runs (`FROM scratch`: busybox-static's binary, a page,
+/// `busybox httpd` on 8080); removed on drop.
+struct Image(String);
+
+impl Image {
+    fn build(tag: &str) -> Image {
+        let busybox = Path::new("/bin/busybox");
+        assert!(busybox.exists(), "/bin/busybox (Debian's busybox-static; see scripts/install-test-deps.sh)");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(busybox, dir.path().join("busybox")).unwrap();
+        std::fs::create_dir(dir.path().join("www")).unwrap();
+        std::fs::write(dir.path().join("www/index.html"), "hello from a busybox task\n").unwrap();
+        std::fs::write(
+            dir.path().join("Dockerfile"),
+            "FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\nEXPOSE 8080\n\
+             ENTRYPOINT [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
+        )
+        .unwrap();
+        let o = Command::new("docker")
+            .args(["build", "-q", "-t", tag])
+            .arg(dir.path())
+            .env("DOCKER_BUILDKIT", "0")
+            .env_remove("DOCKER_HOST")
+            .output()
+            .expect("the docker CLI");
+        assert!(o.status.success(), "docker build: {}", String::from_utf8_lossy(&o.stderr));
+        Image(tag.to_string())
+    }
+}
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        let _ = docker(None, &["rmi", "-f", &self.0]);
+    }
+}
+
+/// Knot serving `outside.test.` on `addr` (loopback): the "host's resolver" of the container test.
+struct Knot {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Knot {
+    fn start(ip: &str) -> Knot {
+        let port = UdpSocket::bind((ip, 0)).unwrap().local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        std::fs::write(
+            dir.path().join("outside.test.zone"),
+            "$ORIGIN outside.test.\n$TTL 60\n\
+             @ SOA ns.outside.test. hostmaster.outside.test. 1 3600 600 86400 60\n\
+             @ NS ns\nns A 127.0.0.1\nwww A 192.0.2.10\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("knot.conf"),
+            format!(
+                "server:\n    rundir: \"{d}\"\n    listen: {ip}@{port}\n\
+                 database:\n    storage: \"{d}\"\n\
+                 zone:\n  - domain: outside.test\n    file: \"{d}/outside.test.zone\"\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new("knotd")
+            .arg("-c")
+            .arg(dir.path().join("knot.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("knotd (Debian's knot; see scripts/install-test-deps.sh)");
+        Knot { child, addr: format!("{ip}:{port}"), _dir: dir }
+    }
+}
+
+impl Drop for Knot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn exec(container: &str, args: &[&str]) -> (bool, String) {
+    let o = docker(None, &[&["exec", container, "/bin/busybox"], args].concat());
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    (o.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn task_containers_resolve_cluster_names_and_the_rest_through_the_host() {
+    let tag = format!("shoal-busybox-test:{}", std::process::id());
+    let image = Image::build(&tag);
+    // The upstream listens on the cluster's loopback block, which Cluster::start picks; start Knot
+    // on 127.0.0.1 instead (any loopback address works: the node forwards, not the container).
+    let knot = Knot::start("127.0.0.1");
+    wait_for("Knot answers", Duration::from_secs(10), || {
+        let (host, port) = knot.addr.rsplit_once(':').unwrap();
+        let o = Command::new("dig")
+            .args([&format!("@{host}"), "-p", port, "+short", "+tries=1", "+time=1", "www.outside.test"])
+            .output()
+            .unwrap();
+        let ok = String::from_utf8_lossy(&o.stdout).contains("192.0.2.10");
+        async move { ok.then_some(()) }
+    })
+    .await;
+
+    let opts = ClusterOptions {
+        agent_args: vec!["--runtime".into(), "docker".into(), "--dns-recursor".into(), knot.addr.clone()],
+    };
+    let c = Cluster::start(1, opts).await;
+    let addr = c.nodes[0].http_addr();
+    let ip = c.nodes[0].ip.to_string();
+    let id = wait_for("the node's ID", Duration::from_secs(30), || {
+        let addr = addr.clone();
+        async move {
+            let nodes: Vec<Value> = get_json(&addr, "/v1/nodes").await?;
+            nodes.first().and_then(|n| n["ID"].as_str().map(str::to_string))
+        }
+    })
+    .await;
+    let env = Env { c, ids: vec![id.clone()] };
+    let host = format!("{ip}:2375");
+    let n = std::process::id() % 100_000;
+    let (web, db) = (format!("bweb{n}"), format!("bdb{n}"));
+    for (name, replicas) in [(&web, "2"), (&db, "1")] {
+        ok(Some(&host), &["service", "create", "--detach", "--replicas", replicas, "--name", name, &tag]);
+    }
+    let webs = wait_for("2 passing web instances and 1 db", Duration::from_secs(60), || {
+        let (addr, web, db) = (addr.clone(), web.clone(), db.clone());
+        async move {
+            let (w, d) = (passing(&addr, &web).await, passing(&addr, &db).await);
+            (w.len() == 2 && d.len() == 1).then_some(w)
+        }
+    })
+    .await;
+    let db_addr = passing(&addr, &db).await[0].0.clone();
+    let (_, container) = webs[0].clone();
+
+    let (_, conf) = exec(&container, &["cat", "/etc/resolv.conf"]);
+    println!("$ cat /etc/resolv.conf   (in {container})\n{conf}");
+    assert!(conf.contains("search service.shoal"), "{conf}");
+
+    // The cluster's name: both instances, and a page from one of them.
+    let fqdn = format!("{web}.service.shoal");
+    let (ok1, out) = exec(&container, &["nslookup", &fqdn]);
+    println!("$ nslookup {fqdn}\n{out}");
+    assert!(ok1, "{out}");
+    for (a, _) in &webs {
+        assert!(out.contains(a.as_str()), "{a} in:\n{out}");
+    }
+    let url = format!("http://{fqdn}:8080/");
+    let (ok2, page) = exec(&container, &["wget", "-qO-", &url]);
+    println!("$ wget -qO- {url}\n{page}");
+    assert!(ok2 && page.contains("hello from a busybox task"), "{page}");
+
+    // A plain name of another service, through the search domain (Docker's embedded DNS knows only
+    // this network's names, so `DB` reaches the node's resolver and `DB.service.shoal` answers).
+    let (ok4, out) = exec(&container, &["nslookup", &db]);
+    println!("$ nslookup {db}\n{out}");
+    assert!(ok4 && out.contains(&format!("{db}.service.shoal")) && out.contains(db_addr.as_str()), "{out}");
+
+    // A name outside the domain: forwarded to the upstream.
+    let (ok3, out) = exec(&container, &["nslookup", "www.outside.test"]);
+    println!("$ nslookup www.outside.test\n{out}");
+    assert!(ok3 && out.contains("192.0.2.10"), "{out}");
+
+    for name in [&web, &db] {
+        ok(Some(&host), &["service", "rm", name]);
+    }
+    drop(env);
+    drop(image);
 }

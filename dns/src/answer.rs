@@ -1,15 +1,17 @@
 //! The answer to one question, from one catalog snapshot: a pure function, so every Consul rule
 //! (health filtering, NXDOMAIN vs NODATA, SRV targets and glue, trimming to the client's buffer)
-//! is table-tested without a socket. Records and sizes are hickory-proto's; there is no DNS wire
-//! code here.
+//! is table-tested without a socket. Records are hickory-proto's, and sizes are measured with
+//! hickory-server's own response encoder; there is no DNS wire code here.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::op::{MessageType, Metadata, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, SOA, SRV};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecoder, BinEncodable, BinEncoder};
+use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use shoal_model::catalog::Health;
@@ -235,8 +237,7 @@ impl Ctx<'_> {
                     Some(t) => t,
                     None => self.under_dc(&format!("{}.addr", names::encode_addr(ip)))?,
                 };
-                let glue = self.address_record(target.clone(), ip, ttl).into_iter().collect();
-                (target, glue)
+                (target.clone(), vec![glue_record(target, ip, ttl)])
             }
             // A hostname is its own target; it is not resolved here (no glue).
             Err(_) => {
@@ -271,9 +272,11 @@ impl Ctx<'_> {
             .collect()
     }
 
-    /// A or AAAA for `ip` if the question's type asks for that family (SRV glue: always).
+    /// A or AAAA for `ip` if the question's type asks for that family (A, AAAA or ANY). An SRV
+    /// question asks for neither: a node or `.addr` name asked SRV is NODATA (the fuzz target
+    /// found it answered with an A record, by the glue's rule).
     fn address_record(&self, owner: Name, ip: IpAddr, ttl: u32) -> Option<Record> {
-        let any = matches!(self.qtype, RecordType::ANY | RecordType::SRV);
+        let any = self.qtype == RecordType::ANY;
         let data = match ip {
             IpAddr::V4(v4) if any || self.qtype == RecordType::A => RData::A(A(v4)),
             IpAddr::V6(v6) if any || self.qtype == RecordType::AAAA => RData::AAAA(AAAA(v6)),
@@ -286,6 +289,15 @@ impl Ctx<'_> {
     fn under_dc(&self, prefix: &str) -> Option<Name> {
         Name::from_ascii(format!("{prefix}.{}", self.cfg.datacenter)).ok()?.append_domain(self.domain).ok()
     }
+}
+
+/// The glue of an SRV target: its address, of either family.
+fn glue_record(target: Name, ip: IpAddr, ttl: u32) -> Record {
+    let data = match ip {
+        IpAddr::V4(v4) => RData::A(A(v4)),
+        IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
+    };
+    Record::from_rdata(target, ttl, data)
 }
 
 /// The domain's SOA (Consul's: `ns.`/`hostmaster.` the domain, TTL = MINIMUM). The serial is the
@@ -305,7 +317,8 @@ fn secs(d: Duration) -> u32 {
 fn trim(query: &Query, entries: Vec<Entry>, udp_limit: Option<usize>) -> Answer {
     let limit = udp_limit.unwrap_or(MAX_MESSAGE_SIZE).min(MAX_MESSAGE_SIZE);
     let cap = if udp_limit.is_some_and(|l| l <= CLASSIC_UDP_SIZE) { UDP_ANSWER_LIMIT } else { usize::MAX };
-    let full_fits = encoded_len(query, &entries) <= limit;
+    let question = question_of(query);
+    let full_fits = encoded_len(question.as_ref(), &entries) <= limit;
     let keep = if full_fits {
         entries.len().min(cap)
     } else {
@@ -313,7 +326,7 @@ fn trim(query: &Query, entries: Vec<Entry>, udp_limit: Option<usize>) -> Answer 
         let (mut lo, mut hi) = (1, entries.len().min(cap));
         while lo < hi {
             let mid = (lo + hi).div_ceil(2);
-            if encoded_len(query, &entries[..mid]) <= limit {
+            if encoded_len(question.as_ref(), &entries[..mid]) <= limit {
                 lo = mid;
             } else {
                 hi = mid - 1;
@@ -336,15 +349,37 @@ fn sections(entries: &[Entry]) -> (Vec<Record>, Vec<Record>) {
     (entries.iter().map(|e| e.record.clone()).collect(), additionals)
 }
 
-/// The size of the response message holding `entries`, encoded (compressed) by hickory.
-fn encoded_len(query: &Query, entries: &[Entry]) -> usize {
-    let (answers, additionals) = sections(entries);
-    let mut m = Message::new(0, MessageType::Response, OpCode::Query);
-    m.add_query(query.clone());
-    m.answers = answers;
-    m.additionals = additionals;
+/// The size of the response message holding `entries`, encoded by hickory-server's own response
+/// encoder (`MessageResponse::destructive_emit`, what the server's UDP encoding runs) with the
+/// question as the client sent it (`question`: [`question_of`]). Size by construction, not by
+/// estimate: hickory sends the client's question bytes back and offers them to its name
+/// compressor as one candidate, type and class attached, so no record ever points into the
+/// question and the candidate table (64 entries) holds one useful name fewer. Two budgets that
+/// modelled this by hand fell short of the real reply (by a name's length, found by the fuzz
+/// harness's seeds; then by a few bytes once the table filled, found by the fuzzer), and
+/// hickory's encoder then dropped the OPT record and set TC itself.
+fn encoded_len(question: Option<&Queries>, entries: &[Entry]) -> usize {
     // An encoding error (a name too long, …) counts as "does not fit".
-    m.to_vec().map(|v| v.len()).unwrap_or(usize::MAX)
+    let Some(queries) = question else { return usize::MAX };
+    let (answers, additionals) = sections(entries);
+    let meta = Metadata::new(0, MessageType::Response, OpCode::Query);
+    let response = MessageResponseBuilder::new(queries, None).build(
+        meta,
+        answers.iter(),
+        std::iter::empty(),
+        std::iter::empty(),
+        additionals.iter(),
+    );
+    let mut bytes = Vec::with_capacity(512);
+    let emitted = response.destructive_emit(&mut BinEncoder::new(&mut bytes));
+    emitted.map(|_| bytes.len()).unwrap_or(usize::MAX)
+}
+
+/// The question section the server echoes: `query`'s plain encoding, which is the client's bytes
+/// (the handler answers only a question in plain form), read back into hickory's `Queries`.
+fn question_of(query: &Query) -> Option<Queries> {
+    let bytes = query.to_bytes().ok()?;
+    Queries::read(&mut BinDecoder::new(&bytes), 1).ok()
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use shoal_model::catalog::snapshot::Snapshot;
-use shoal_registry::Manager;
-use shoal_registry::node::worker::Worker;
+#[cfg(feature = "registry")]
+use shoal_registry::{Manager, node::worker::Worker};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -26,6 +26,7 @@ pub trait SnapshotSource: Send + Sync {
 }
 
 /// A manager reads its own replica.
+#[cfg(feature = "registry")]
 #[async_trait]
 impl SnapshotSource for Manager {
     async fn snapshot(&self, index: u64, wait: Duration) -> Result<Snapshot, String> {
@@ -34,6 +35,7 @@ impl SnapshotSource for Manager {
 }
 
 /// A worker asks the managers over the cluster port.
+#[cfg(feature = "registry")]
 #[async_trait]
 impl SnapshotSource for Worker {
     async fn snapshot(&self, index: u64, wait: Duration) -> Result<Snapshot, String> {
@@ -132,7 +134,7 @@ impl<S: SnapshotSource> Feed<S> {
 }
 
 /// The CLI spawns the feed on a multi-threaded runtime: the futures must be `Send`.
-#[cfg(test)]
+#[cfg(all(test, feature = "registry"))]
 #[allow(dead_code)]
 fn feeds_of_the_registry_are_send(manager: Arc<Manager>, worker: Arc<Worker>, handle: SnapshotHandle) {
     fn spawnable<T: Send + 'static>(_: T) {}

@@ -1,11 +1,14 @@
 //! The hickory side: a [`RequestHandler`] that answers names under the domains with
 //! [`answer()`] from the current [`SnapshotHandle`], forwards other names to the recursor if one is
 //! configured (hickory's own forwarder), and refuses them otherwise; and [`DnsServer`], which binds
-//! it on one UDP and one TCP socket of the same port.
+//! it on one UDP and one TCP socket of the same port (UDP read by [`crate::udp`], TCP by hickory's
+//! server).
 //!
-//! Malformed packets never reach the handler: hickory's server drops what has no header and
-//! answers FORMERR to what does not parse. The handler answers FORMERR to a question count other
-//! than one, NOTIMP to other opcodes and zone transfers, BADVERS to EDNS versions above 0.
+//! Malformed packets never reach the handler: what has no header is dropped and what does not
+//! parse gets FORMERR, with hickory's parser (on TCP in hickory's server, on UDP in the reader's
+//! `udp::reply`). The handler answers FORMERR to a question count other than one or to a question
+//! not in plain form (without echoing the questions: see `one_plain_question`), NOTIMP to other
+//! opcodes and zone transfers, BADVERS to EDNS versions above 0.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,10 +20,11 @@ use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_server::proto::rr::{LowerName, Name};
+use hickory_server::proto::serialize::binary::{BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::resolver::config::{NameServerConfig, ResolverOpts};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::store::forwarder::{ForwardConfig, ForwardZoneHandler};
-use hickory_server::zone_handler::{Catalog, MessageResponse, MessageResponseBuilder};
+use hickory_server::zone_handler::{Catalog, MessageResponse, MessageResponseBuilder, Queries};
 use hickory_server::{Server, proto::rr::Record};
 use shoal_model::catalog::snapshot::Snapshot;
 use tokio::net::{TcpListener, UdpSocket};
@@ -152,23 +156,28 @@ impl RequestHandler for DnsHandler {
             e.set_max_payload(q.max_payload().max(512)).set_version(0);
             e
         });
+        let asked = &request.queries;
+        if !one_plain_question(asked) {
+            let none = no_questions();
+            return send_code(request, &none, ResponseCode::FormErr, edns.as_ref(), response_handle).await;
+        }
         if request.edns.as_ref().is_some_and(|q| q.version() > 0) {
-            return send_code(request, ResponseCode::BADVERS, edns.as_ref(), response_handle).await;
+            return send_code(request, asked, ResponseCode::BADVERS, edns.as_ref(), response_handle).await;
         }
         if request.metadata.message_type != MessageType::Query {
-            return send_code(request, ResponseCode::FormErr, edns.as_ref(), response_handle).await;
+            return send_code(request, asked, ResponseCode::FormErr, edns.as_ref(), response_handle).await;
         }
         if request.metadata.op_code != OpCode::Query {
-            return send_code(request, ResponseCode::NotImp, edns.as_ref(), response_handle).await;
+            return send_code(request, asked, ResponseCode::NotImp, edns.as_ref(), response_handle).await;
         }
         let Ok(info) = request.request_info() else {
-            return send_code(request, ResponseCode::FormErr, edns.as_ref(), response_handle).await;
+            return send_code(request, asked, ResponseCode::FormErr, edns.as_ref(), response_handle).await;
         };
         let query = info.query.original();
         if self.cfg.zone_of(query.name()).is_none() {
             return match &self.forwarder {
                 Some(fwd) => fwd.handle_request::<R, T>(request, response_handle).await,
-                None => send_code(request, ResponseCode::Refused, edns.as_ref(), response_handle).await,
+                None => send_code(request, asked, ResponseCode::Refused, edns.as_ref(), response_handle).await,
             };
         }
         let udp_limit = (request.protocol() == Protocol::Udp).then(|| match &request.edns {
@@ -194,9 +203,33 @@ impl RequestHandler for DnsHandler {
     }
 }
 
-/// A response with no records and `code` (extended codes go into the OPT record).
+/// Whether the request has one question, in plain form: its bytes are exactly the encoding of
+/// the question read from them.
+///
+/// hickory sends the client's question bytes back as they came. In a request's only question a
+/// compression pointer can only point into the header (nothing else comes before it), and echoed
+/// it points into the reply's header, whose flags differ: the client would get a reply that does
+/// not parse (found by the fuzz target's seeds). No resolver compresses its question. Such a
+/// request, and one with no or several questions (which one request may not carry, and which
+/// could hide the same pointer), is answered FORMERR without its questions, as hickory answers
+/// a request it cannot read at all.
+pub(crate) fn one_plain_question(queries: &Queries) -> bool {
+    let [q] = queries.queries() else { return false };
+    let raw = queries.as_bytes();
+    let mut plain = Vec::with_capacity(raw.len());
+    q.original().emit(&mut BinEncoder::new(&mut plain)).is_ok() && plain == raw
+}
+
+/// An empty question section, for replies that must not echo the client's.
+pub(crate) fn no_questions() -> Queries {
+    Queries::read(&mut BinDecoder::new(&[]), 0).expect("reading zero questions reads nothing")
+}
+
+/// A response with no records and `code` (extended codes go into the OPT record), echoing the
+/// questions `queries`.
 async fn send_code<R: ResponseHandler>(
     request: &Request,
+    queries: &Queries,
     code: ResponseCode,
     edns: Option<&Edns>,
     response_handle: R,
@@ -207,7 +240,7 @@ async fn send_code<R: ResponseHandler>(
     {
         e.set_rcode_high(code.high());
     }
-    let mut builder = MessageResponseBuilder::from_message_request(request);
+    let mut builder = MessageResponseBuilder::new(queries, None);
     if let Some(e) = &edns {
         builder.edns(e);
     }
@@ -238,10 +271,25 @@ async fn send<'a, R: ResponseHandler>(
     }
 }
 
-/// A DNS server on one UDP and one TCP socket of the same port.
+/// A DNS server on one UDP and one TCP socket of the same port: UDP read by [`crate::udp`]'s
+/// reader, which shares the server between sources; TCP by hickory's server (one task per
+/// connection, its queries answered in order, idle connections closed after
+/// [`TCP_IDLE_TIMEOUT`]).
 pub struct DnsServer {
-    server: Server<DnsHandler>,
+    tcp: Server<Shared>,
+    udp: tokio::task::JoinHandle<Result<(), DnsError>>,
+    stop_udp: watch::Sender<bool>,
     addr: SocketAddr,
+}
+
+/// The handler shared by the UDP reader and hickory's TCP server.
+struct Shared(Arc<DnsHandler>);
+
+#[async_trait]
+impl RequestHandler for Shared {
+    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, response_handle: R) -> ResponseInfo {
+        self.0.handle_request::<R, T>(request, response_handle).await
+    }
 }
 
 impl DnsServer {
@@ -253,13 +301,15 @@ impl DnsServer {
         cfg: DnsConfig,
         recursor: Option<SocketAddr>,
     ) -> Result<DnsServer, DnsError> {
-        let handler = DnsHandler::new(catalog, cfg, recursor)?;
+        let handler = Arc::new(DnsHandler::new(catalog, cfg, recursor)?);
         let (udp, tcp) = bind_pair(addr).await?;
         let addr = udp.local_addr().map_err(|source| DnsError::Bind { addr, source })?;
-        let mut server = Server::new(handler);
-        server.register_socket(udp);
+        let (stop_udp, stopped) = watch::channel(false);
+        let readers = std::thread::available_parallelism().map_or(1, |n| n.get().min(crate::udp::MAX_READERS));
+        let udp = tokio::spawn(crate::udp::serve_all(Arc::new(udp), handler.clone(), stopped, readers));
+        let mut server = Server::new(Shared(handler));
         server.register_listener(tcp, TCP_IDLE_TIMEOUT, 64);
-        Ok(DnsServer { server, addr })
+        Ok(DnsServer { tcp: server, udp, stop_udp, addr })
     }
 
     /// The address bound (UDP and TCP share it).
@@ -269,15 +319,27 @@ impl DnsServer {
 
     /// Serves until `shutdown` completes (then stops gracefully) or a listener fails.
     pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send) -> Result<(), DnsError> {
-        let done = tokio::select! {
-            r = self.server.block_until_done() => Some(r),
-            () = shutdown => None,
+        let joined = |r: Result<Result<(), DnsError>, tokio::task::JoinError>| {
+            r.map_err(|e| DnsError::Serve(format!("the udp reader ended: {e}")))?
         };
-        let r = match done {
-            Some(r) => r,
-            None => self.server.shutdown_gracefully().await,
-        };
-        r.map_err(|e| DnsError::Serve(e.to_string()))
+        let tcp_err = |e: hickory_server::net::NetError| DnsError::Serve(e.to_string());
+        let mut udp = self.udp;
+        tokio::select! {
+            r = self.tcp.block_until_done() => {
+                let _ = self.stop_udp.send(true);
+                let udp = joined(udp.await);
+                r.map_err(tcp_err).and(udp)
+            }
+            r = &mut udp => {
+                let tcp = self.tcp.shutdown_gracefully().await;
+                joined(r).and(tcp.map_err(tcp_err))
+            }
+            () = shutdown => {
+                let _ = self.stop_udp.send(true);
+                let udp = joined(udp.await);
+                self.tcp.shutdown_gracefully().await.map_err(tcp_err).and(udp)
+            }
+        }
     }
 
     /// Binds on `addr` and serves until a listener fails: what the `shoal` binary runs.

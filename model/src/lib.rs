@@ -16,11 +16,13 @@ pub mod node;
 pub mod services;
 pub mod spec;
 pub mod state;
+pub mod vecmap;
 
 pub use cluster::{ClusterCa, ClusterInfo};
 pub use command::{Command, CommandResult, Refusal, RefusalKind};
 pub use node::{Availability, NodeId, NodeRecord, NodeStatus, Resources, Role, ShoalNode};
 pub use state::State;
+pub use vecmap::VecMap;
 
 /// Input that does not parse (an unknown enum name, a malformed value); the message says what to use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

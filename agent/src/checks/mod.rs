@@ -211,18 +211,19 @@ impl Runner {
         for inst in &instances {
             for c in inst.checks.values() {
                 if c.status == Health::Critical {
-                    if !self.critical_since.contains_key(&c.id) {
-                        self.critical_since.insert(c.id.clone(), now_ms);
+                    if !self.critical_since.contains_key(c.id.as_str()) {
+                        self.critical_since.insert(c.id.to_string(), now_ms);
                         newly_critical = true;
                     }
                 } else {
-                    self.critical_since.remove(&c.id);
+                    self.critical_since.remove(c.id.as_str());
                 }
                 self.consider(c, inst.container_id.as_deref(), &mut seen, tasks);
             }
         }
-        let instance_checks: HashSet<&String> = instances.iter().flat_map(|i| i.checks.keys()).collect();
-        self.critical_since.retain(|id, _| instance_checks.contains(id));
+        let instance_checks: HashSet<&str> =
+            instances.iter().flat_map(|i| i.checks.keys()).map(|k| k.as_str()).collect();
+        self.critical_since.retain(|id, _| instance_checks.contains(id.as_str()));
         for c in &view.node_checks {
             self.consider(c, None, &mut seen, tasks);
         }
@@ -235,7 +236,7 @@ impl Runner {
             keep
         });
         self.outbox.retain(&seen);
-        self.reaped.retain(|id| instances.iter().any(|i| &i.id == id));
+        self.reaped.retain(|id| instances.iter().any(|i| i.id == *id));
         self.instances = instances;
         if newly_critical {
             self.reap();
@@ -257,10 +258,10 @@ impl Runner {
             // Set by the registrator (Docker) or by clients (manual): not run here.
             CheckKind::Docker { .. } | CheckKind::Manual => return,
         };
-        seen.insert(c.id.clone());
+        seen.insert(c.id.to_string());
         self.outbox.stored(&c.id, c.status, &c.output);
         let spec = Spec { def: c.def.clone(), container };
-        if let Some(r) = self.checks.get(&c.id)
+        if let Some(r) = self.checks.get(c.id.as_str())
             && r.spec == spec
         {
             if let Some(tx) = &r.ttl {
@@ -269,7 +270,7 @@ impl Runner {
             }
             return;
         }
-        if let Some(old) = self.checks.remove(&c.id) {
+        if let Some(old) = self.checks.remove(c.id.as_str()) {
             tracing::debug!(check_id = %c.id, "check definition changed; restarting it");
             old.task.abort();
             self.outbox.restarted(&c.id);
@@ -280,11 +281,17 @@ impl Runner {
         let (task, ttl) = match c.def.kind {
             CheckKind::Ttl { ttl_ms } => {
                 let (tx, rx) = watch::channel(Stored::of(c));
-                (tasks.spawn(task::ttl_loop(id, generation, Duration::from_millis(ttl_ms), rx, out)), Some(tx))
+                (
+                    tasks.spawn(task::ttl_loop(id.to_string(), generation, Duration::from_millis(ttl_ms), rx, out)),
+                    Some(tx),
+                )
             }
-            _ => (tasks.spawn(task::probe_loop(id, generation, spec.clone(), self.probes.clone(), out)), None),
+            _ => (
+                tasks.spawn(task::probe_loop(id.to_string(), generation, spec.clone(), self.probes.clone(), out)),
+                None,
+            ),
         };
-        self.checks.insert(c.id.clone(), Running { spec, generation, task, ttl });
+        self.checks.insert(c.id.to_string(), Running { spec, generation, task, ttl });
     }
 
     fn on_outcome(&mut self, o: Outcome) {
@@ -296,7 +303,7 @@ impl Runner {
     /// Queues the deregistration of instances whose checks stayed critical too long.
     fn reap(&mut self) {
         for id in expired_on_node(&self.instances, &self.critical_since, self.clock.now_ms()) {
-            if self.reaped.insert(id.clone()) {
+            if self.reaped.insert(id.to_string()) {
                 tracing::info!(service_id = %id, "deregistering a service whose check stayed critical too long");
                 self.outbox.deregister(&id);
             }

@@ -40,7 +40,7 @@ pub(crate) struct Stored {
 
 impl Stored {
     pub(crate) fn of(c: &Check) -> Self {
-        Stored { status: c.status, output: c.output.clone(), renewals: c.renewals }
+        Stored { status: c.status, output: c.output.to_string(), renewals: c.renewals }
     }
 }
 

@@ -3,7 +3,8 @@
 //! is idempotent and finds the container by the task's label when it does not know it yet, which is
 //! how a restarted agent adopts its containers.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use tokio::sync::RwLockReadGuard;
 
 use super::executor::{find, log_lines, release_network, remove};
 use super::plan::Plan;
-use super::{Inner, labels, not_found, server_message, temporary};
+use super::{Inner, labels, not_found, resolver, server_message, temporary};
 use crate::exec::{Controller, ExecError, Exit};
 
 /// Drives one task's container.
@@ -81,22 +82,46 @@ impl DockerController {
 
     /// Makes this node's network for the service unless it exists; the engine (API 1.41) does not
     /// refuse duplicate names, so it is looked up first, under the write lock.
-    async fn ensure_network(&self, plan: &Plan) -> Result<RwLockReadGuard<'_, HashSet<String>>, ExecError> {
+    async fn ensure_network(
+        &self,
+        plan: &Plan,
+    ) -> Result<RwLockReadGuard<'_, HashMap<String, Option<IpAddr>>>, ExecError> {
         let known = self.x.networks.read().await;
-        if known.contains(&plan.network) {
+        if known.contains_key(&plan.network) {
             return Ok(known);
         }
         drop(known);
         let mut known = self.x.networks.write().await;
-        if !known.contains(&plan.network) {
-            match self.x.quick.inspect_network(&plan.network, None).await {
-                Ok(_) => {}
-                Err(e) if not_found(&e) => self.create_network(plan).await?,
+        if !known.contains_key(&plan.network) {
+            let network = match self.x.quick.inspect_network(&plan.network, None).await {
+                Ok(n) => n,
+                Err(e) if not_found(&e) => {
+                    self.create_network(plan).await?;
+                    self.x.quick.inspect_network(&plan.network, None).await.map_err(temporary)?
+                }
                 Err(e) => return Err(temporary(e)),
-            }
-            known.insert(plan.network.clone());
+            };
+            let dns = self.serve_dns(&plan.network, resolver::gateway(network.ipam.as_ref())).await;
+            known.insert(plan.network.clone(), dns);
         }
         Ok(known.downgrade())
+    }
+
+    /// Starts the node's resolver on the network's gateway; the address its containers are given,
+    /// or `None` (Docker's default DNS) when there is no resolver or it cannot listen there.
+    async fn serve_dns(&self, network: &str, gateway: Option<IpAddr>) -> Option<IpAddr> {
+        let resolver = self.x.resolver.as_ref()?;
+        let Some(gateway) = gateway else {
+            tracing::warn!(network, "the network has no IPv4 gateway; its containers keep Docker's DNS");
+            return None;
+        };
+        match resolver.serve_on(gateway).await {
+            Ok(()) => Some(gateway),
+            Err(e) => {
+                tracing::warn!(network, %gateway, error = %e, "no DNS for this network's containers; they keep Docker's DNS");
+                None
+            }
+        }
     }
 
     /// A bridge network for the service on this node, labelled with both.
@@ -197,8 +222,16 @@ impl Controller for DockerController {
         self.ensure_image(&plan.image).await?;
         {
             let networks = self.ensure_network(&plan).await?;
+            let mut body = plan.body.clone();
+            if let (Some(Some(dns)), Some(resolver)) = (networks.get(&plan.network), &self.x.resolver)
+                && let Some(host) = body.host_config.as_mut()
+                && host.dns.is_none()
+            {
+                host.dns = Some(vec![dns.to_string()]);
+                host.dns_search = Some(resolver.search_domains());
+            }
             let opts = CreateContainerOptionsBuilder::default().name(&plan.name).build();
-            let created = self.x.quick.create_container(Some(opts), plan.body.clone()).await;
+            let created = self.x.quick.create_container(Some(opts), body).await;
             drop(networks);
             match created {
                 Ok(r) => {

@@ -101,8 +101,10 @@ pub(super) async fn release_network(x: &Inner, network: &str, service_id: &str) 
     if let Ok(list) = mine(x, Some(format!("{}={service_id}", labels::SERVICE_ID))).await
         && list.is_empty()
         && x.quick.remove_network(network).await.is_ok()
+        && let Some(dns) = known.remove(network)
+        && let (Some(gateway), Some(resolver)) = (dns, &x.resolver)
     {
-        known.remove(network);
+        resolver.release(gateway).await;
     }
 }
 

@@ -14,7 +14,8 @@
 //! 127.0.0.2, .3 …) do not collide.
 //!
 //! `plan.rs` turns an assignment into a container (pure); `executor.rs` is the [`Executor`]
-//! (this node's containers, their removal and logs); `controller.rs` drives one task's container.
+//! (this node's containers, their removal and logs); `controller.rs` drives one task's container;
+//! `resolver.rs` is how the containers get the node's DNS server as their resolver.
 //!
 //! [`Executor`]: crate::exec::Executor
 
@@ -23,6 +24,7 @@ mod events;
 mod exec;
 mod executor;
 mod plan;
+pub mod resolver;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -64,9 +66,12 @@ struct Inner {
     /// For requests that last as long as a container (wait, stop, pull, followed logs).
     long: Docker,
     node: RuntimeNode,
-    /// This node's networks known to exist. Containers are created under the read lock; a network
-    /// is made, or removed with the last container of its service, under the write lock.
-    networks: tokio::sync::RwLock<std::collections::HashSet<String>>,
+    /// This node's networks known to exist, with the address of the resolver their containers
+    /// use (`None`: Docker's default). Containers are created under the read lock; a network is
+    /// made, or removed with the last container of its service, under the write lock.
+    networks: tokio::sync::RwLock<std::collections::HashMap<String, Option<IpAddr>>>,
+    /// Serves DNS to the containers (see `resolver.rs`); `None`: they get Docker's default.
+    resolver: Option<Arc<dyn resolver::ContainerResolver>>,
 }
 
 /// Runs tasks as containers on the local Docker engine.
@@ -103,7 +108,22 @@ impl DockerExecutor {
             .negotiate_version()
             .await
             .map_err(|e| format!("the Docker engine does not answer: {e}"))?;
-        Ok(Self(Arc::new(Inner { quick, long, node, networks: Default::default() })))
+        Ok(Self(Arc::new(Inner { quick, long, node, networks: Default::default(), resolver: None })))
+    }
+
+    /// The same executor, whose task containers resolve names through `resolver` (call before
+    /// the executor is shared).
+    pub fn with_resolver(self, resolver: Arc<dyn resolver::ContainerResolver>) -> Self {
+        match Arc::try_unwrap(self.0) {
+            Ok(mut inner) => {
+                inner.resolver = Some(resolver);
+                Self(Arc::new(inner))
+            }
+            Err(shared) => {
+                tracing::warn!("the Docker executor is already shared; its containers keep Docker's DNS");
+                Self(shared)
+            }
+        }
     }
 }
 

@@ -89,11 +89,11 @@ fn same(i: &Instance, w: &InstanceSpec) -> bool {
         && i.meta == w.meta
         && i.weights == w.weights
         && i.enable_tag_override == w.enable_tag_override
-        && i.task_id == w.task_id
-        && i.container_id == w.container_id
+        && i.task_id.as_deref() == w.task_id.as_deref()
+        && i.container_id.as_deref() == w.container_id.as_deref()
         && i.checks.len() == w.checks.len()
         && w.checks.iter().all(|c| {
-            i.checks.get(&c.id).is_some_and(|old| {
+            i.checks.get(c.id.as_str()).is_some_and(|old| {
                 let docker = matches!(c.def.kind, CheckKind::Docker { .. });
                 old.name == c.name
                     && old.notes == c.notes
@@ -117,7 +117,7 @@ pub(super) fn tracked(wanted: &Wanted, view: Option<&NodeCatalog>) -> Tracked {
     for i in view.into_iter().flat_map(|v| &v.instances) {
         if let (true, false, Some(c)) = (SOURCES.contains(&i.source), claimed.contains(i.id.as_str()), &i.container_id)
         {
-            t.entry(c.clone()).or_default().insert(i.id.clone());
+            t.entry(c.to_string()).or_default().insert(i.id.to_string());
         }
     }
     t

@@ -191,7 +191,7 @@ fn instances_of(c: &MemoryCatalog) -> Vec<Instance> {
 }
 
 fn ids(c: &MemoryCatalog) -> Vec<String> {
-    instances_of(c).into_iter().map(|i| i.id).collect()
+    instances_of(c).into_iter().map(|i| i.id.to_string()).collect()
 }
 
 /// Waits until `pred` holds (a few seconds at most).

@@ -38,7 +38,7 @@ pub async fn services(State(m): State<Arc<Manager>>, RawQuery(q): RawQuery) -> R
         let out: serde_json::Map<String, Value> = s
             .node_services(&node)
             .iter()
-            .map(|i| (i.id.clone(), shapes::agent_service(i)))
+            .map(|i| (i.id.to_string(), shapes::agent_service(i)))
             .filter(|(_, v)| f.as_ref().is_none_or(|f| f.matches(v)))
             .collect();
         (s.checks_index(), out)
@@ -72,7 +72,7 @@ pub async fn checks(State(m): State<Arc<Manager>>, RawQuery(q): RawQuery) -> Res
             .node_checks(&node)
             .iter()
             .filter(|c| c.check.id != shoal_model::catalog::SERF_CHECK_ID)
-            .map(|c| (c.check.id.clone(), shapes::check(c)))
+            .map(|c| (c.check.id.to_string(), shapes::check(c)))
             .filter(|(_, v)| f.as_ref().is_none_or(|f| f.matches(v)))
             .collect();
         (s.checks_index(), out)

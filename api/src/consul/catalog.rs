@@ -39,7 +39,7 @@ pub async fn services(State(m): State<Arc<Manager>>, RawQuery(q): RawQuery) -> R
                 if f.as_ref().is_some_and(|f| !f.matches(&shapes::service_node(&e.node, &e.instance))) {
                     continue;
                 }
-                out.entry(name.clone()).or_default().extend(e.instance.tags.iter().cloned());
+                out.entry(name.clone()).or_default().extend(e.instance.tags.iter().map(|t| t.to_string()));
             }
         }
         (index, out)
@@ -115,7 +115,7 @@ pub async fn node(State(m): State<Arc<Manager>>, Path(node): Path<String>, RawQu
         let services: serde_json::Map<String, Value> = s
             .node_services(&node)
             .iter()
-            .map(|i| (i.id.clone(), shapes::agent_service(i)))
+            .map(|i| (i.id.to_string(), shapes::agent_service(i)))
             .filter(|(_, v)| f.as_ref().is_none_or(|f| f.matches(v)))
             .collect();
         (index, json!({ "Node": shapes::node(&n), "Services": services }))

@@ -74,8 +74,8 @@ pub(crate) fn check_dc(dc: Option<&str>) -> Result<(), Error> {
 }
 
 /// `?tag=` (repeatable; every one must match, ignoring case, as Consul) against `tags`.
-pub(crate) fn has_tags(tags: &[String], wanted: &[&str]) -> bool {
-    wanted.iter().all(|w| tags.iter().any(|t| t.eq_ignore_ascii_case(w)))
+pub(crate) fn has_tags(tags: &[impl AsRef<str>], wanted: &[&str]) -> bool {
+    wanted.iter().all(|w| tags.iter().any(|t| t.as_ref().eq_ignore_ascii_case(w)))
 }
 
 /// `?node-meta=k:v` (repeatable; all must match) against a node's meta.

@@ -41,11 +41,11 @@ pub(crate) fn node(n: &NodeView) -> Value {
 fn meta(i: &Instance) -> Value {
     let mut m = serde_json::Map::new();
     for (k, v) in &i.meta {
-        m.insert(k.clone(), Value::String(v.clone()));
+        m.insert(k.to_string(), Value::String(v.to_string()));
     }
     m.entry("shoal-source").or_insert_with(|| Value::String(i.source.as_str().into()));
     if let Some(t) = &i.task_id {
-        m.entry("shoal-task").or_insert_with(|| Value::String(t.clone()));
+        m.entry("shoal-task").or_insert_with(|| Value::String(t.to_string()));
     }
     Value::Object(m)
 }

@@ -29,12 +29,19 @@ pub async fn register(client: &reqwest::Client, api: &str, body: Vec<u8>) -> Res
 
 /// Registers every instance, `concurrency` at a time, each worker on its own connection taking the
 /// next instance number; stops at `deadline` if the node is that slow.
-pub async fn load(api: &str, layout: Layout, concurrency: usize, timeout: Duration, deadline: Instant) -> Measurement {
-    let next = Arc::new(AtomicUsize::new(0));
+pub async fn load(
+    api: &str,
+    layout: Layout,
+    instances: std::ops::Range<usize>,
+    concurrency: usize,
+    timeout: Duration,
+    deadline: Instant,
+) -> Measurement {
+    let next = Arc::new(AtomicUsize::new(instances.start));
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency.max(1) {
-        let (next, api) = (next.clone(), api.to_string());
+        let (next, api, instances) = (next.clone(), api.to_string(), instances.clone());
         let client = http_client(timeout, 1);
         tasks.push(tokio::spawn(async move {
             let mut m = Measurement::default();
@@ -48,7 +55,7 @@ pub async fn load(api: &str, layout: Layout, concurrency: usize, timeout: Durati
             };
             loop {
                 let k = next.fetch_add(1, Ordering::Relaxed);
-                if k >= layout.total() || Instant::now() >= deadline {
+                if k >= instances.end.min(layout.total()) || Instant::now() >= deadline {
                     return m;
                 }
                 let t0 = Instant::now();

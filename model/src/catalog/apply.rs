@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::validate::{validate_check, validate_instance};
 use super::{
     Catalog, Check, CheckDef, CheckSpec, Health, Instance, InstanceSpec, MAX_CHECKS_PER_INSTANCE, NODE_MAINTENANCE_ID,
-    SERF_CHECK_ID, SERVICE_MAINTENANCE_PREFIX, Source, truncate_output,
+    SERF_CHECK_ID, SERVICE_MAINTENANCE_PREFIX, Source, Text, texts, truncate_output,
 };
 use crate::command::{CommandResult, Refusal};
 use crate::services::{ServiceTables, TaskState};
@@ -205,27 +205,32 @@ impl Catalog {
             .checks
             .iter()
             .map(|c| {
-                let kept = old.as_ref().and_then(|o| o.checks.get(&c.id)).filter(|k| k.def == c.def);
+                let kept = old.as_ref().and_then(|o| o.checks.get(c.id.as_str())).filter(|k| k.def == c.def);
                 let check = match kept {
-                    Some(k) => Check { name: c.name.clone(), notes: c.notes.clone(), modify_index: index, ..k.clone() },
+                    Some(k) => Check {
+                        name: c.name.as_str().into(),
+                        notes: c.notes.as_str().into(),
+                        modify_index: index,
+                        ..k.clone()
+                    },
                     None => Check::new(c.clone(), index),
                 };
-                (c.id.clone(), check)
+                (Text::from(c.id.as_str()), check)
             })
             .collect();
         let inst = Instance {
-            id: spec.id.clone(),
-            name: spec.name.clone(),
-            node: node.to_string(),
+            id: spec.id.as_str().into(),
+            name: spec.name.as_str().into(),
+            node: node.into(),
             source,
-            tags: spec.tags.clone(),
-            address: spec.address.clone(),
+            tags: texts(&spec.tags),
+            address: spec.address.as_str().into(),
             port: spec.port,
-            meta: spec.meta.clone(),
+            meta: spec.meta.clone().into(),
             weights: spec.weights,
             enable_tag_override: spec.enable_tag_override,
-            task_id: spec.task_id.clone(),
-            container_id: spec.container_id.clone(),
+            task_id: spec.task_id.as_deref().map(Text::from),
+            container_id: spec.container_id.as_deref().map(Text::from),
             checks,
             create_index: old.as_ref().filter(|o| o.name == spec.name).map_or(index, |o| o.create_index),
             modify_index: index,
@@ -252,7 +257,7 @@ impl Catalog {
             }
         }
         let wanted: std::collections::BTreeSet<&str> = keep.iter().map(|s| s.id.as_str()).collect();
-        let stale: Vec<String> = self
+        let stale: Vec<Text> = self
             .node_instances(node)
             .filter(|i| i.source == source && !wanted.contains(i.id.as_str()))
             .map(|i| i.id.clone())
@@ -295,10 +300,10 @@ impl Catalog {
     }
 
     fn put_instance(&mut self, index: u64, inst: Instance) {
-        self.by_node.entry(inst.node.clone()).or_default().insert(inst.id.clone(), inst.name.clone());
-        let group = self.services.entry(inst.name.clone()).or_default();
+        self.by_node.entry(inst.node.to_string()).or_default().insert(inst.id.clone(), inst.name.clone());
+        let group = self.services.entry(inst.name.to_string()).or_default();
         group.index = index;
-        group.instances.entry(inst.node.clone()).or_default().insert(inst.id.clone(), inst);
+        group.instances.get_or_insert_default(inst.node.clone()).insert(inst.id.clone(), inst);
         self.services_index = index;
     }
 
@@ -309,7 +314,7 @@ impl Catalog {
         if ids.is_empty() {
             self.by_node.remove(node);
         }
-        let group = self.services.get_mut(&name)?;
+        let group = self.services.get_mut(name.as_str())?;
         let on_node = group.instances.get_mut(node)?;
         let inst = on_node.remove(id);
         if on_node.is_empty() {
@@ -317,11 +322,11 @@ impl Catalog {
         }
         group.index = index;
         if group.instances.is_empty() {
-            self.services.remove(&name);
+            self.services.remove(name.as_str());
         }
         // A service maintenance check goes with its instance.
         if let Some(n) = self.node_checks.get_mut(node)
-            && n.checks.remove(&format!("{SERVICE_MAINTENANCE_PREFIX}{id}")).is_some()
+            && n.checks.remove(format!("{SERVICE_MAINTENANCE_PREFIX}{id}").as_str()).is_some()
         {
             n.index = index;
             self.nodes_index = index;
@@ -333,7 +338,7 @@ impl Catalog {
     /// Removes the instances of a task that is going away (any node); whether there were any.
     pub(crate) fn forget_task(&mut self, index: u64, service_name: &str, task_id: &str) -> bool {
         let Some(group) = self.services.get(service_name) else { return false };
-        let found: Vec<(String, String)> = group
+        let found: Vec<(Text, Text)> = group
             .instances
             .values()
             .flat_map(|m| m.values())
@@ -348,7 +353,7 @@ impl Catalog {
 
     /// Removes everything of a node that left the cluster.
     pub(crate) fn forget_node(&mut self, index: u64, node: &str) {
-        let ids: Vec<String> = self.by_node.get(node).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        let ids: Vec<Text> = self.by_node.get(node).map(|m| m.keys().cloned().collect()).unwrap_or_default();
         for id in ids {
             self.remove_instance(index, node, &id);
         }
@@ -363,7 +368,7 @@ impl Catalog {
         self.touch(index, node, None);
     }
 
-    fn check_mut(&mut self, node: &str, check_id: &str) -> Option<(&mut Check, Option<(String, String)>)> {
+    fn check_mut(&mut self, node: &str, check_id: &str) -> Option<(&mut Check, Option<(Text, Text)>)> {
         if self.node_checks.get(node).is_some_and(|n| n.checks.contains_key(check_id)) {
             return self.node_checks.get_mut(node)?.checks.get_mut(check_id).map(|c| (c, None));
         }
@@ -373,12 +378,12 @@ impl Catalog {
             .iter()
             .find(|(id, name)| self.instance_in(name, node, id).is_some_and(|i| i.checks.contains_key(check_id)))
             .map(|(id, name)| (id.clone(), name.clone()))?;
-        let inst = self.services.get_mut(&name)?.instances.get_mut(node)?.get_mut(&id)?;
+        let inst = self.services.get_mut(name.as_str())?.instances.get_mut(node)?.get_mut(id.as_str())?;
         inst.checks.get_mut(check_id).map(|c| (c, Some((name, id))))
     }
 
     /// Marks what changed at `index` for the owner of a check (`None`: the node).
-    fn touch(&mut self, index: u64, node: &str, owner: Option<(String, String)>) {
+    fn touch(&mut self, index: u64, node: &str, owner: Option<(Text, Text)>) {
         match owner {
             None => {
                 if let Some(n) = self.node_checks.get_mut(node) {
@@ -386,18 +391,18 @@ impl Catalog {
                 }
                 self.nodes_index = index;
                 // Node checks change every instance of the node: their services' indexes move.
-                let names: Vec<String> =
+                let names: Vec<Text> =
                     self.by_node.get(node).map(|m| m.values().cloned().collect()).unwrap_or_default();
                 for name in names {
-                    if let Some(g) = self.services.get_mut(&name) {
+                    if let Some(g) = self.services.get_mut(name.as_str()) {
                         g.index = index;
                     }
                 }
             }
             Some((name, id)) => {
-                if let Some(g) = self.services.get_mut(&name) {
+                if let Some(g) = self.services.get_mut(name.as_str()) {
                     g.index = index;
-                    if let Some(i) = g.instances.get_mut(node).and_then(|m| m.get_mut(&id)) {
+                    if let Some(i) = g.instances.get_mut(node).and_then(|m| m.get_mut(id.as_str())) {
                         i.modify_index = index;
                     }
                 }
@@ -418,7 +423,7 @@ impl Catalog {
                 continue;
             }
             check.status = u.status;
-            check.output = output;
+            check.output = output.into();
             if u.ttl_renewal {
                 check.renewals += 1;
             }
@@ -453,34 +458,37 @@ impl Catalog {
         match service_id {
             None => {
                 let n = self.node_checks.entry(node.to_string()).or_default();
-                let old = n.checks.get(&spec.id);
+                let old = n.checks.get(spec.id.as_str());
                 let check = match old {
-                    Some(o) if o.def == spec.def => {
-                        Check { name: spec.name.clone(), notes: spec.notes.clone(), modify_index: index, ..o.clone() }
-                    }
+                    Some(o) if o.def == spec.def => Check {
+                        name: spec.name.as_str().into(),
+                        notes: spec.notes.as_str().into(),
+                        modify_index: index,
+                        ..o.clone()
+                    },
                     _ => check,
                 };
-                n.checks.insert(spec.id.clone(), check);
+                n.checks.insert(spec.id.as_str().into(), check);
                 self.touch(index, node, None);
             }
             Some(sid) => {
                 let name = self.by_node[node][sid].clone();
-                let inst = self.services.get_mut(&name).and_then(|g| g.instances.get_mut(node)?.get_mut(sid));
+                let inst = self.services.get_mut(name.as_str()).and_then(|g| g.instances.get_mut(node)?.get_mut(sid));
                 let Some(inst) = inst else { return Err(Refusal::not_found(format!("no service {sid:?}"))) };
-                if !inst.checks.contains_key(&spec.id) && inst.checks.len() >= MAX_CHECKS_PER_INSTANCE {
+                if !inst.checks.contains_key(spec.id.as_str()) && inst.checks.len() >= MAX_CHECKS_PER_INSTANCE {
                     return Err(Refusal::invalid(format!(
                         "a service may have at most {MAX_CHECKS_PER_INSTANCE} checks"
                     )));
                 }
-                inst.checks.insert(spec.id.clone(), check);
-                self.touch(index, node, Some((name, sid.to_string())));
+                inst.checks.insert(spec.id.as_str().into(), check);
+                self.touch(index, node, Some((name, sid.into())));
             }
         }
         Ok(true)
     }
 
     /// The instance a check of `node` belongs to (`None`: the node).
-    fn check_owner(&self, node: &str, check_id: &str) -> Option<String> {
+    fn check_owner(&self, node: &str, check_id: &str) -> Option<Text> {
         self.node_instances(node).find(|i| i.checks.contains_key(check_id)).map(|i| i.id.clone())
     }
 
@@ -495,8 +503,10 @@ impl Catalog {
             return true;
         }
         let Some(sid) = self.check_owner(node, check_id) else { return false };
-        let name = self.by_node[node][&sid].clone();
-        if let Some(i) = self.services.get_mut(&name).and_then(|g| g.instances.get_mut(node)?.get_mut(&sid)) {
+        let name = self.by_node[node][sid.as_str()].clone();
+        if let Some(i) =
+            self.services.get_mut(name.as_str()).and_then(|g| g.instances.get_mut(node)?.get_mut(sid.as_str()))
+        {
             i.checks.remove(check_id);
         }
         self.touch(index, node, Some((name, sid)));
@@ -519,7 +529,7 @@ impl Catalog {
                 (format!("{SERVICE_MAINTENANCE_PREFIX}{sid}"), "Service Maintenance Mode", "service")
             }
         };
-        let present = self.node_checks.get(node).is_some_and(|n| n.checks.contains_key(&id));
+        let present = self.node_checks.get(node).is_some_and(|n| n.checks.contains_key(id.as_str()));
         match reason {
             None => Ok(present && self.remove_check(index, node, &id)),
             Some(_) if present => Ok(false),
@@ -532,17 +542,17 @@ impl Catalog {
                     reason.clone()
                 };
                 let check = Check {
-                    id: id.clone(),
-                    name: name.to_string(),
-                    notes,
+                    id: id.as_str().into(),
+                    name: name.into(),
+                    notes: notes.into(),
                     def: CheckDef::manual(),
                     status: Health::Maintenance,
-                    output: String::new(),
+                    output: Text::default(),
                     renewals: 0,
                     create_index: index,
                     modify_index: index,
                 };
-                self.node_checks.entry(node.to_string()).or_default().checks.insert(id, check);
+                self.node_checks.entry(node.to_string()).or_default().checks.insert(id.into(), check);
                 // A service's maintenance check lives with the node's but changes only that service.
                 match service_id {
                     None => self.touch(index, node, None),
@@ -551,7 +561,7 @@ impl Catalog {
                             n.index = index;
                         }
                         let name = self.by_node[node][sid].clone();
-                        self.touch(index, node, Some((name, sid.to_string())));
+                        self.touch(index, node, Some((name, sid.into())));
                     }
                 }
                 Ok(true)

@@ -77,12 +77,12 @@ impl Catalog {
                     .checks
                     .values()
                     .map(|c| CheckSpec {
-                        id: c.id.clone(),
-                        name: c.name.clone(),
-                        notes: c.notes.clone(),
+                        id: c.id.to_string(),
+                        name: c.name.to_string(),
+                        notes: c.notes.to_string(),
                         def: c.def.clone(),
                         status: c.status,
-                        output: c.output.clone(),
+                        output: c.output.to_string(),
                     })
                     .collect();
             }

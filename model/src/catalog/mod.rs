@@ -31,6 +31,23 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::VecMap;
+
+/// The catalog's stored strings: IDs, names, addresses, tags and meta up to 24 bytes are kept
+/// inline, with no allocation of their own (almost all of them are that short). It serialises as a
+/// plain string, so the JSON and the snapshot's bincode are the same as with `String`.
+pub type Text = compact_str::CompactString;
+
+/// `strings` as [`Text`]s (tags).
+pub fn texts(strings: &[String]) -> Vec<Text> {
+    strings.iter().map(|s| Text::from(s.as_str())).collect()
+}
+
+/// [`Text`]s as `String`s.
+pub fn strings(texts: &[Text]) -> Vec<String> {
+    texts.iter().map(|t| t.to_string()).collect()
+}
+
 pub use apply::{CatalogCommand, CheckUpdate};
 pub use validate::{validate_check, validate_instance};
 
@@ -243,17 +260,17 @@ pub struct CheckSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Check {
     /// Unique on its node.
-    pub id: String,
+    pub id: Text,
     /// Name for people.
-    pub name: String,
+    pub name: Text,
     /// Free text.
-    pub notes: String,
+    pub notes: Text,
     /// What and how.
     pub def: CheckDef,
     /// The last status written.
     pub status: Health,
     /// The last probe's output.
-    pub output: String,
+    pub output: Text,
     /// Bumped by every TTL update, so the owner restarts the TTL timer even when nothing else changed.
     pub renewals: u64,
     /// Index of the entry that created it.
@@ -265,12 +282,12 @@ pub struct Check {
 impl Check {
     fn new(spec: CheckSpec, index: u64) -> Check {
         Check {
-            id: spec.id,
-            name: spec.name,
-            notes: spec.notes,
+            id: spec.id.into(),
+            name: spec.name.into(),
+            notes: spec.notes.into(),
             def: spec.def,
             status: spec.status,
-            output: truncate_output(spec.output),
+            output: truncate_output(spec.output).into(),
             renewals: 0,
             create_index: index,
             modify_index: index,
@@ -347,31 +364,31 @@ pub struct InstanceSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {
     /// Unique on its node.
-    pub id: String,
+    pub id: Text,
     /// The service's name.
-    pub name: String,
+    pub name: Text,
     /// The node it runs on (its name).
-    pub node: String,
+    pub node: Text,
     /// Who registered it.
     pub source: Source,
     /// Tags.
-    pub tags: Vec<String>,
+    pub tags: Vec<Text>,
     /// Address; empty: the node's.
-    pub address: String,
+    pub address: Text,
     /// Port (0: none).
     pub port: u16,
     /// Free key/values.
-    pub meta: BTreeMap<String, String>,
+    pub meta: VecMap<Text, Text>,
     /// DNS weights.
     pub weights: Weights,
     /// Consul's `EnableTagOverride`.
     pub enable_tag_override: bool,
     /// The task it is (source `task`).
-    pub task_id: Option<String>,
+    pub task_id: Option<Text>,
     /// Its container.
-    pub container_id: Option<String>,
+    pub container_id: Option<Text>,
     /// Its own checks, by ID.
-    pub checks: BTreeMap<String, Check>,
+    pub checks: VecMap<Text, Check>,
     /// Index of the entry that created it.
     pub create_index: u64,
     /// Index of its last change, its checks' included.
@@ -395,11 +412,13 @@ impl Instance {
             && self.meta == spec.meta
             && self.weights == spec.weights
             && self.enable_tag_override == spec.enable_tag_override
-            && self.task_id == spec.task_id
-            && self.container_id == spec.container_id
+            && self.task_id.as_deref() == spec.task_id.as_deref()
+            && self.container_id.as_deref() == spec.container_id.as_deref()
             && self.checks.len() == spec.checks.len()
             && spec.checks.iter().all(|c| {
-                self.checks.get(&c.id).is_some_and(|old| old.name == c.name && old.notes == c.notes && old.def == c.def)
+                self.checks
+                    .get(c.id.as_str())
+                    .is_some_and(|old| old.name == c.name && old.notes == c.notes && old.def == c.def)
             })
     }
 }
@@ -410,7 +429,7 @@ pub struct ServiceGroup {
     /// Index of the last change to any instance of this service (removals included).
     pub index: u64,
     /// By node name, then service ID: the order Consul answers in.
-    pub instances: BTreeMap<String, BTreeMap<String, Instance>>,
+    pub instances: VecMap<Text, VecMap<Text, Instance>>,
 }
 
 /// A node registered through `/v1/catalog/register` that is not a cluster node (an external service's host).
@@ -434,7 +453,7 @@ pub struct NodeChecks {
     /// Index of the last change.
     pub index: u64,
     /// By check ID.
-    pub checks: BTreeMap<String, Check>,
+    pub checks: VecMap<Text, Check>,
 }
 
 /// The catalog's tables.
@@ -443,7 +462,7 @@ pub struct Catalog {
     /// Instances by service name.
     pub services: BTreeMap<String, ServiceGroup>,
     /// Node name → service ID → service name: the per-node view and lookups by ID.
-    pub by_node: BTreeMap<String, BTreeMap<String, String>>,
+    pub by_node: BTreeMap<String, VecMap<Text, Text>>,
     /// Node-level checks by node name.
     pub node_checks: BTreeMap<String, NodeChecks>,
     /// Nodes that are not cluster nodes.
@@ -459,7 +478,7 @@ impl Catalog {
     /// The instance `id` on `node`.
     pub fn instance(&self, node: &str, id: &str) -> Option<&Instance> {
         let name = self.by_node.get(node)?.get(id)?;
-        self.services.get(name)?.instances.get(node)?.get(id)
+        self.services.get(name.as_str())?.instances.get(node)?.get(id)
     }
 
     /// Every instance on `node`, by service ID.

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Check, CheckDef, Health, Instance, SERF_CHECK_ID, Source, Weights};
+use super::{Check, CheckDef, Health, Instance, SERF_CHECK_ID, Source, Text, Weights};
 use crate::node::{NodeRecord, NodeStatus, Role};
 use crate::state::State;
 
@@ -35,15 +35,15 @@ pub struct NodeView {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckView {
     /// The node's name.
-    pub node: String,
+    pub node: Text,
     /// The check.
     pub check: Check,
     /// Its instance's ID (`""`: a node-level check).
-    pub service_id: String,
+    pub service_id: Text,
     /// Its instance's service name.
-    pub service_name: String,
+    pub service_name: Text,
     /// Its instance's tags.
-    pub service_tags: Vec<String>,
+    pub service_tags: Vec<Text>,
 }
 
 /// One instance with its node and every check that decides its health.
@@ -156,7 +156,7 @@ impl State {
         Check {
             id: SERF_CHECK_ID.into(),
             name: "Serf Health Status".into(),
-            notes: String::new(),
+            notes: String::new().into(),
             def: CheckDef::manual(),
             status,
             output: output.into(),
@@ -169,10 +169,10 @@ impl State {
     /// A node's own checks: `serfHealth` for a cluster node, then maintenance and catalog-registered ones.
     pub fn node_level_checks(&self, node: &str) -> Vec<CheckView> {
         let view = |check: Check| CheckView {
-            node: node.to_string(),
+            node: node.into(),
             check,
-            service_id: String::new(),
-            service_name: String::new(),
+            service_id: Text::default(),
+            service_name: Text::default(),
             service_tags: Vec::new(),
         };
         let mut out: Vec<CheckView> =
@@ -225,17 +225,17 @@ impl State {
                 let inst = Instance {
                     id: CONSUL_SERVICE.into(),
                     name: CONSUL_SERVICE.into(),
-                    node: n.name.clone(),
+                    node: n.name.clone().into(),
                     source: Source::Agent,
                     tags: Vec::new(),
-                    address: String::new(),
+                    address: Text::default(),
                     port,
-                    meta: BTreeMap::new(),
+                    meta: Default::default(),
                     weights: Weights::default(),
                     enable_tag_override: false,
                     task_id: None,
                     container_id: None,
-                    checks: BTreeMap::new(),
+                    checks: Default::default(),
                     create_index: n.create_index,
                     modify_index: n.modify_index,
                 };
@@ -257,7 +257,7 @@ impl State {
             if let Some(n) = self.cluster_node_named(node) {
                 index = index.max(n.modify_index);
             }
-            if let Some(c) = self.catalog.node_checks.get(node) {
+            if let Some(c) = self.catalog.node_checks.get(node.as_str()) {
                 index = index.max(c.index);
             }
         }
@@ -287,7 +287,14 @@ impl State {
             .services
             .iter()
             .map(|(name, g)| {
-                (name.clone(), g.instances.values().flat_map(|m| m.values()).flat_map(|i| i.tags.clone()).collect())
+                (
+                    name.clone(),
+                    g.instances
+                        .values()
+                        .flat_map(|m| m.values())
+                        .flat_map(|i| i.tags.iter().map(|t| t.to_string()))
+                        .collect(),
+                )
             })
             .collect();
         out.insert(CONSUL_SERVICE.into(), BTreeSet::new());

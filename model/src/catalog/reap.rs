@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{CatalogCommand, Health, Instance, Source};
+use super::{CatalogCommand, Health, Instance, Source, Text};
 use crate::state::State;
 
 /// Consul raises `DeregisterCriticalServiceAfter` to at least this (`check_deregister_interval_min`).
@@ -18,7 +18,7 @@ pub fn expired_on_node<'a>(
     instances: impl IntoIterator<Item = &'a Instance>,
     critical_since: &BTreeMap<String, u64>,
     now_ms: u64,
-) -> Vec<String> {
+) -> Vec<Text> {
     instances
         .into_iter()
         .filter(|i| i.source.agent_owned())
@@ -27,7 +27,7 @@ pub fn expired_on_node<'a>(
                 let Some(after) = c.def.deregister_after_ms else { return false };
                 let after = after.max(MIN_DEREGISTER_AFTER_MS);
                 c.status == Health::Critical
-                    && critical_since.get(&c.id).is_some_and(|since| now_ms.saturating_sub(*since) > after)
+                    && critical_since.get(c.id.as_str()).is_some_and(|since| now_ms.saturating_sub(*since) > after)
             })
         })
         .map(|i| i.id.clone())
@@ -54,7 +54,7 @@ pub fn expired_down_nodes(
         }
         for i in state.catalog.node_instances(node) {
             if matches!(i.source, Source::Registrator | Source::Agent) {
-                out.push(CatalogCommand::Deregister { node: node.clone(), id: i.id.clone() });
+                out.push(CatalogCommand::Deregister { node: node.clone(), id: i.id.to_string() });
             }
         }
     }

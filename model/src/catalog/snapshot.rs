@@ -11,26 +11,27 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Health, Weights};
+use super::{Health, Text, Weights};
+use crate::VecMap;
 use crate::state::State;
 
 /// One instance as discovery sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotInstance {
     /// Service ID (unique on its node).
-    pub id: String,
+    pub id: Text,
     /// The node's name.
-    pub node: String,
+    pub node: Text,
     /// The address to connect to: the instance's, else its node's.
-    pub address: String,
+    pub address: Text,
     /// Whether `address` is the instance's own (not its node's): DNS SRV targets differ.
     pub own_address: bool,
     /// Port (0: none).
     pub port: u16,
     /// Tags.
-    pub tags: Vec<String>,
+    pub tags: Vec<Text>,
     /// Meta.
-    pub meta: BTreeMap<String, String>,
+    pub meta: VecMap<Text, Text>,
     /// The worst of its checks and its node's.
     pub health: Health,
     /// DNS weights.
@@ -101,8 +102,8 @@ impl State {
             .iter()
             .map(|e| SnapshotInstance {
                 id: e.instance.id.clone(),
-                node: e.node.name.clone(),
-                address: e.address().to_string(),
+                node: e.node.name.clone().into(),
+                address: e.address().to_string().into(),
                 own_address: !e.instance.address.is_empty() && e.instance.address != e.node.address,
                 port: e.instance.port,
                 tags: e.instance.tags.clone(),

@@ -61,7 +61,7 @@ fn state(cmds: Vec<Command>) -> (State, Vec<CommandResult>) {
 }
 
 fn health_of(s: &State, name: &str) -> Vec<(String, Health)> {
-    s.service_health(name).1.iter().map(|e| (e.instance.id.clone(), e.health())).collect()
+    s.service_health(name).1.iter().map(|e| (e.instance.id.to_string(), e.health())).collect()
 }
 
 #[test]

@@ -71,6 +71,9 @@ pub struct Manager {
     pub(crate) catalog_snapshot: Mutex<Option<Arc<shoal_model::catalog::snapshot::Snapshot>>>,
 }
 
+/// redb's page cache (see where the database is opened).
+const REDB_CACHE_BYTES: usize = 4 << 20;
+
 impl Manager {
     /// Starts a manager whose identity and certificate are settled (see [`crate::node::start`]):
     /// opens storage, starts Raft and the cluster RPC listener, then initialises, joins or resumes.
@@ -100,7 +103,12 @@ impl Manager {
         let live = LiveCert::new(cert.clone())?;
         let listener = TlsListener::new(tcp, live.server_config()?);
 
-        let db = redb::Database::create(dir.join(DB_FILE))
+        // redb's page cache defaults to a 1 GiB ceiling that it fills with every page written and
+        // keeps. Shoal reads the database only at start (the log has a mirror in memory; the state
+        // is in memory), so a small cache costs nothing and bounds the manager's memory.
+        let db = redb::Database::builder()
+            .set_cache_size(REDB_CACHE_BYTES)
+            .create(dir.join(DB_FILE))
             .map_err(|e| Error::Internal(format!("cannot open {}: {e}", dir.join(DB_FILE).display())))?;
         let db = Arc::new(db);
         if config.unsafe_no_fsync {
