@@ -12,7 +12,8 @@ DEBIAN_PACKAGES=(
   iptables          # cli/tests/faults.rs: packet loss (`-m statistic`) inside that namespace
   bind9-dnsutils    # cli/tests/dns.rs: the real `dig` against the node's DNS server
   busybox-static    # cli/tests/dns.rs: nslookup and wget inside a task container (an image FROM scratch)
-  knot              # cli/tests/dns.rs: the upstream resolver the task containers' DNS forwards to
+  knot              # cli/tests/dns.rs: the containers' upstream resolver; bench/src/dns_bench: the reference server
+  dnsperf           # bench/src/dns_bench (`shoal-bench dns`, its smoke test): the DNS load generator
 )
 
 # PyPI tools the tests use: real Consul clients.
@@ -30,6 +31,12 @@ if ((${#missing[@]})); then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+# Where systemd runs, Debian starts knot.service on install (on port 53). The tests and the bench run
+# their own knotd from a temp dir, so the system's is stopped and disabled.
+if command -v systemctl >/dev/null && systemctl is-active --quiet knot 2>/dev/null; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO systemctl disable --now knot
 fi
 
 for spec in "${PYPI_PACKAGES[@]}"; do

@@ -17,9 +17,9 @@
 
 mod fanout;
 mod flips;
-mod load;
-mod probe;
-mod report;
+pub(crate) mod load;
+pub(crate) mod probe;
+pub(crate) mod report;
 
 use std::time::Duration;
 
@@ -92,40 +92,40 @@ pub struct CatalogScaleArgs {
 /// node carries the same number of instances.
 #[derive(Clone, Copy, Debug)]
 pub struct Layout {
-    services: usize,
-    instances: usize,
-    nodes: usize,
+    pub(crate) services: usize,
+    pub(crate) instances: usize,
+    pub(crate) nodes: usize,
 }
 
 /// The first instance port; instance `k` listens on `BASE_PORT + k`, so every port is distinct.
-const BASE_PORT: usize = 20_000;
+pub(crate) const BASE_PORT: usize = 20_000;
 
 impl Layout {
-    fn total(&self) -> usize {
+    pub(crate) fn total(&self) -> usize {
         self.services * self.instances
     }
 
-    fn service(&self, k: usize) -> String {
+    pub(crate) fn service(&self, k: usize) -> String {
         format!("svc-{:04}", k / self.instances)
     }
 
-    fn instance_id(&self, k: usize) -> String {
+    pub(crate) fn instance_id(&self, k: usize) -> String {
         format!("svc-{:04}-{}", k / self.instances, k % self.instances)
     }
 
-    fn node_name(&self, k: usize) -> String {
+    pub(crate) fn node_name(&self, k: usize) -> String {
         format!("sim-{:03}", k % self.nodes)
     }
 
     /// 10.0.0.1 for node 0, then on through 10.x.y.z.
-    fn node_addr(&self, k: usize) -> String {
+    pub(crate) fn node_addr(&self, k: usize) -> String {
         let n = k % self.nodes + 1;
         format!("10.{}.{}.{}", (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff)
     }
 
     /// The body of `PUT /v1/catalog/register` for instance `k` with its check at `status`. The
     /// same body with another status is a status-only change (the node and instance are unchanged).
-    fn register_body(&self, k: usize, status: &str) -> Vec<u8> {
+    pub(crate) fn register_body(&self, k: usize, status: &str) -> Vec<u8> {
         let (node, id) = (self.node_name(k), self.instance_id(k));
         let body = json!({
             "Node": node,
@@ -146,7 +146,7 @@ impl Layout {
 }
 
 /// A client with one keep-alive connection per concurrent request.
-fn http_client(timeout: Duration, idle_per_host: usize) -> Result<reqwest::Client> {
+pub(crate) fn http_client(timeout: Duration, idle_per_host: usize) -> Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .no_proxy()
         .tcp_nodelay(true)

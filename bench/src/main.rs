@@ -4,11 +4,14 @@
 //! scale, rm, a killed container's replacement) on this Docker engine through the engine API alone,
 //! the engine's Swarm mode and a 3-node Shoal cluster. `catalog-scale` loads the Consul-compatible
 //! catalog with 10,000 instances and measures the memory, the blocking-query fan-out of one check
-//! flip to 1,000 watchers, and a sustained health-flip load against the Raft log.
+//! flip to 1,000 watchers, and a sustained health-flip load against the Raft log. `dns` runs
+//! dnsperf against Shoal's DNS server and against Knot serving the same records from a static zone,
+//! with one query file in one run, and times how long a catalog change takes to show in DNS.
 
 mod catalog_scale;
 mod compare;
 mod discovery_latency;
+mod dns_bench;
 mod engine;
 mod load;
 mod placement;
@@ -28,7 +31,7 @@ use crate::target::{Target, TargetSpec};
 #[command(
     name = "shoal-bench",
     version,
-    about = "Benchmarks side by side: Shoal against etcd (KV), and against Swarm and the engine (containers)"
+    about = "Benchmarks side by side: Shoal against etcd (KV), against Swarm and the engine (containers), and against Knot (DNS)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -54,6 +57,10 @@ enum Cmd {
     /// /v1/catalog/register, the manager's memory, the fan-out of a check flip to 1,000 blocking
     /// watchers, and a health-flip load with its Raft entries.
     CatalogScale(catalog_scale::CatalogScaleArgs),
+    /// DNS: dnsperf against a one-node Shoal and against Knot serving the same records from a
+    /// static zone (same query file, one run), at 100 and 10,000 instances; then how long a
+    /// catalog change takes to show in DNS.
+    Dns(dns_bench::DnsBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -168,6 +175,7 @@ fn main() -> Result<()> {
             Ok(())
         }),
         Cmd::CatalogScale(args) => runtime.block_on(catalog_scale::run(args)),
+        Cmd::Dns(args) => runtime.block_on(dns_bench::run(args)),
         Cmd::ServiceCreate(args) => runtime.block_on(async {
             let (secs, n) = service_create::run(args.api.trim_end_matches('/'), args.replicas, args.timeout).await?;
             println!(

@@ -122,7 +122,7 @@ pub fn own_cpu_ms() -> Option<f64> {
 
 /// utime + stime of a `/proc/PID/stat` line, in ms. The fields are counted after the `)` that
 /// ends the command name, which may itself hold spaces.
-fn cpu_ms(stat: &str) -> Option<f64> {
+pub(crate) fn cpu_ms(stat: &str) -> Option<f64> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let mut f = rest.split_whitespace().skip(11);
     let (utime, stime): (u64, u64) = (f.next()?.parse().ok()?, f.next()?.parse().ok()?);

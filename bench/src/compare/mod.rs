@@ -12,7 +12,7 @@
 //! up after itself before the next starts.
 
 mod ops;
-mod shoal;
+pub(crate) mod shoal;
 mod swarm;
 
 use std::fmt::Write as _;
@@ -68,7 +68,8 @@ pub struct CompareArgs {
     shoal_runtime: String,
 }
 
-fn parse_block(s: &str) -> Result<[u8; 2], String> {
+/// `A.B`, the middle octets of a block of loopback addresses 127.A.B.x.
+pub(crate) fn parse_block(s: &str) -> Result<[u8; 2], String> {
     let parts: Vec<u8> = s.split('.').map(str::parse).collect::<Result<_, _>>().map_err(|e| format!("{s:?}: {e}"))?;
     match parts[..] {
         [a, b] => Ok([a, b]),
@@ -213,7 +214,8 @@ pub async fn run(args: CompareArgs) -> Result<()> {
     outcome
 }
 
-fn default_shoal_bin() -> PathBuf {
+/// `target/release/shoal` if it exists, else `target/debug/shoal` (under `CARGO_TARGET_DIR` if set).
+pub(crate) fn default_shoal_bin() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));

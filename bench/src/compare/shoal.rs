@@ -124,6 +124,11 @@ impl ShoalCluster {
         bail!("no node names a leader")
     }
 
+    /// Each node's address and PID, in start order (the first is the `--init` node).
+    pub fn nodes(&self) -> Vec<(Ipv4Addr, u32)> {
+        self.nodes.iter().map(|n| (n.ip, n.child.id())).collect()
+    }
+
     /// RSS at the end of, and CPU use over, `window` of each node process.
     pub async fn idle(&self, window: Duration) -> Result<Vec<Idle>> {
         let before: Vec<u64> = self.nodes.iter().map(|n| cpu_ticks(n.child.id())).collect::<Result<_>>()?;
