@@ -28,7 +28,7 @@ ALLOWED = {
     "shoal-agent": {"shoal-model", "shoal-registry"},
     "shoal-dns": {"shoal-model", "shoal-registry"},
     "shoal-testkit": {"shoal-model", "shoal-api"},
-    "shoal-bench": {"shoal-model", "shoal-registry", "shoal-scheduler", "shoal-api"},
+    "shoal-bench": {"shoal-model", "shoal-registry", "shoal-scheduler", "shoal-api", "shoal-dns"},
     "shoal": None,  # the binary wires everything together
 }
 
