@@ -77,10 +77,12 @@ async fn passing(addr: &str, name: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn dig_finds_a_service_and_follows_its_health() {
-    let opts = ClusterOptions { agent_args: vec!["--runtime".into(), "docker".into()] };
-    let c = Cluster::start(1, opts).await;
+/// A one-node cluster on the real engine (`--runtime docker` plus `extra` flags): its cleanup
+/// guard, HTTP address and IP, once the node has its ID.
+async fn one_docker_node(extra: &[&str]) -> (Env, String, String) {
+    let mut agent_args = vec!["--runtime".to_string(), "docker".to_string()];
+    agent_args.extend(extra.iter().map(|a| a.to_string()));
+    let c = Cluster::start(1, ClusterOptions { agent_args }).await;
     let addr = c.nodes[0].http_addr();
     let ip = c.nodes[0].ip.to_string();
     let id = wait_for("the node's ID", Duration::from_secs(30), || {
@@ -91,7 +93,12 @@ async fn dig_finds_a_service_and_follows_its_health() {
         }
     })
     .await;
-    let env = Env { c, ids: vec![id] };
+    (Env { c, ids: vec![id] }, addr, ip)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dig_finds_a_service_and_follows_its_health() {
+    let (env, addr, ip) = one_docker_node(&[]).await;
     let host = format!("{ip}:2375");
     let web = format!("dweb{}", std::process::id() % 100_000);
     ok(
@@ -297,21 +304,7 @@ async fn task_containers_resolve_cluster_names_and_the_rest_through_the_host() {
     })
     .await;
 
-    let opts = ClusterOptions {
-        agent_args: vec!["--runtime".into(), "docker".into(), "--dns-recursor".into(), knot.addr.clone()],
-    };
-    let c = Cluster::start(1, opts).await;
-    let addr = c.nodes[0].http_addr();
-    let ip = c.nodes[0].ip.to_string();
-    let id = wait_for("the node's ID", Duration::from_secs(30), || {
-        let addr = addr.clone();
-        async move {
-            let nodes: Vec<Value> = get_json(&addr, "/v1/nodes").await?;
-            nodes.first().and_then(|n| n["ID"].as_str().map(str::to_string))
-        }
-    })
-    .await;
-    let env = Env { c, ids: vec![id.clone()] };
+    let (env, addr, ip) = one_docker_node(&["--dns-recursor", &knot.addr]).await;
     let host = format!("{ip}:2375");
     let n = std::process::id() % 100_000;
     let (web, db) = (format!("bweb{n}"), format!("bdb{n}"));
