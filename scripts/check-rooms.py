@@ -27,6 +27,7 @@ ALLOWED = {
     "shoal-scheduler": {"shoal-model", "shoal-registry"},
     "shoal-agent": {"shoal-model", "shoal-registry"},
     "shoal-dns": {"shoal-model", "shoal-registry"},
+    "shoal-router": {"shoal-model", "shoal-api"},
     "shoal-testkit": {"shoal-model", "shoal-api"},
     "shoal-bench": {"shoal-model", "shoal-registry", "shoal-scheduler", "shoal-api", "shoal-dns"},
     "shoal": None,  # the binary wires everything together
