@@ -234,17 +234,33 @@ impl Drop for Image {
     }
 }
 
-/// Knot serving `outside.test.` on `addr` (loopback): the "host's resolver" of the container test.
+/// Knot serving `outside.test.` on a free port of `ip` (loopback): the "host's resolver" of the
+/// container test. knotd logs to a file in its dir; a knotd that exits (its port taken by a TCP
+/// socket the UDP probe could not see, say) is started again on another port, and a failure to
+/// answer reports knotd's log.
 struct Knot {
     child: Child,
     addr: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Knot {
-    fn start(ip: &str) -> Knot {
+    async fn start(ip: &str) -> Knot {
+        let mut why = String::new();
+        for _ in 0..3 {
+            match Knot::try_start(ip).await {
+                Ok(k) => return k,
+                Err(e) => why.push_str(&format!("{e}\n")),
+            }
+        }
+        panic!("knotd did not come up in 3 tries:\n{why}");
+    }
+
+    async fn try_start(ip: &str) -> Result<Knot, String> {
         let port = UdpSocket::bind((ip, 0)).unwrap().local_addr().unwrap().port();
-        let dir = tempfile::tempdir().unwrap();
+        // A short path under /tmp: knotd's control socket path must fit in 108 bytes, and knotd
+        // exits at once when it does not (a long $TMPDIR).
+        let dir = tempfile::Builder::new().prefix("knot").tempdir_in("/tmp").unwrap();
         let d = dir.path().display();
         std::fs::write(
             dir.path().join("outside.test.zone"),
@@ -258,18 +274,44 @@ impl Knot {
             format!(
                 "server:\n    rundir: \"{d}\"\n    listen: {ip}@{port}\n\
                  database:\n    storage: \"{d}\"\n\
-                 zone:\n  - domain: outside.test\n    file: \"{d}/outside.test.zone\"\n"
+                 log:\n  - target: stderr\n    any: info\n\
+                 zone:\n  - domain: outside.test\n    file: \"{d}/outside.test.zone\"\n\
+                 \x20   zonefile-sync: -1\n    journal-content: none\n"
             ),
         )
         .unwrap();
+        let log = std::fs::File::create(dir.path().join("knot.log")).unwrap();
         let child = Command::new("knotd")
             .arg("-c")
             .arg(dir.path().join("knot.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
             .expect("knotd (Debian's knot; see scripts/install-test-deps.sh)");
-        Knot { child, addr: format!("{ip}:{port}"), _dir: dir }
+        let mut knot = Knot { child, addr: format!("{ip}:{port}"), dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let o = Command::new("dig")
+                .args([&format!("@{ip}"), "-p", &port.to_string(), "+short", "+tries=1", "+time=1"])
+                .arg("www.outside.test")
+                .output()
+                .expect("dig (bind9-dnsutils)");
+            if String::from_utf8_lossy(&o.stdout).contains("192.0.2.10") {
+                return Ok(knot);
+            }
+            if let Ok(Some(status)) = knot.child.try_wait() {
+                return Err(format!("knotd on {} exited ({status}); its log:\n{}", knot.addr, knot.log()));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("knotd on {} did not answer in 20 s; its log:\n{}", knot.addr, knot.log()));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("knot.log")).unwrap_or_default()
     }
 }
 
@@ -292,17 +334,7 @@ async fn task_containers_resolve_cluster_names_and_the_rest_through_the_host() {
     let image = Image::build(&tag);
     // The upstream listens on the cluster's loopback block, which Cluster::start picks; start Knot
     // on 127.0.0.1 instead (any loopback address works: the node forwards, not the container).
-    let knot = Knot::start("127.0.0.1");
-    wait_for("Knot answers", Duration::from_secs(10), || {
-        let (host, port) = knot.addr.rsplit_once(':').unwrap();
-        let o = Command::new("dig")
-            .args([&format!("@{host}"), "-p", port, "+short", "+tries=1", "+time=1", "www.outside.test"])
-            .output()
-            .unwrap();
-        let ok = String::from_utf8_lossy(&o.stdout).contains("192.0.2.10");
-        async move { ok.then_some(()) }
-    })
-    .await;
+    let knot = Knot::start("127.0.0.1").await;
 
     let (env, addr, ip) = one_docker_node(&["--dns-recursor", &knot.addr]).await;
     let host = format!("{ip}:2375");
