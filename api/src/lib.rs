@@ -8,6 +8,7 @@
 pub mod client;
 pub mod consul;
 pub mod docker;
+pub mod edge;
 pub mod logs;
 pub mod nodes;
 pub mod query;
@@ -76,6 +77,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/catalog/nodes", get(consul::catalog::nodes))
         .route("/v1/catalog/node/{node}", get(consul::catalog::node))
         .route("/v1/catalog/datacenters", get(consul::catalog::datacenters))
+        .route("/v1/catalog/snapshot", get(edge::snapshot))
         .route("/v1/catalog/register", put(consul::catalog::register))
         .route("/v1/catalog/deregister", put(consul::catalog::deregister))
         .route("/v1/health/service/{name}", get(consul::health::service))

@@ -6,3 +6,6 @@
 //! - [`reload`]: the [`reload::Reloader`] trait and its implementations.
 
 pub mod reload;
+pub mod render;
+pub mod routes;
+pub mod view;
