@@ -114,7 +114,7 @@ impl Reloader for CommandReloader {
 }
 
 /// What a shell command did.
-pub(crate) enum ShellOutcome {
+pub enum ShellOutcome {
     /// It exited: status and stdout+stderr.
     Done {
         /// Its exit status.
@@ -127,7 +127,7 @@ pub(crate) enum ShellOutcome {
 }
 
 /// Runs `command` with `sh -c`, at most `timeout` (then kills it).
-pub(crate) async fn run_shell(command: &str, timeout: Duration) -> Result<ShellOutcome, ReloadError> {
+pub async fn run_shell(command: &str, timeout: Duration) -> Result<ShellOutcome, ReloadError> {
     let child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(command)
@@ -149,7 +149,7 @@ pub(crate) async fn run_shell(command: &str, timeout: Duration) -> Result<ShellO
 }
 
 /// The last `n` non-empty lines of `text`, joined with " | " (for one-line error reports).
-pub(crate) fn tail(text: &str, n: usize) -> String {
+pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     let t = lines[lines.len().saturating_sub(n)..].join(" | ");
     if t.is_empty() { "(no output)".into() } else { t }
