@@ -46,6 +46,8 @@ enum Cmd {
     Catalog(commands::catalog::CatalogCmd),
     /// Look a name up in the node's DNS server (a small dig): `shoal dns web.service.shoal [SRV]`.
     Dns(commands::dns::DnsArgs),
+    /// Keep configs rendered from templates and reload their proxy (consul-template's job).
+    Router(commands::router::RouterArgs),
     /// Issue certificates from the cluster CA.
     #[command(subcommand)]
     Cert(commands::cert::CertCmd),
@@ -61,7 +63,7 @@ fn main() {
     shoal_registry::pki::tls::install_crypto_provider();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG").unwrap_or_else(|_| {
-        let default = if matches!(cli.command, Cmd::Agent(_) | Cmd::Dev(_)) {
+        let default = if matches!(cli.command, Cmd::Agent(_) | Cmd::Dev(_) | Cmd::Router(_)) {
             "info,openraft=warn,hickory_server=warn"
         } else {
             "warn"
@@ -86,6 +88,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Service(cmd) => commands::service::run(&cli.http_addr, cmd).await,
         Cmd::Catalog(cmd) => commands::catalog::run(&cli.http_addr, cmd).await,
         Cmd::Dns(args) => commands::dns::run(&cli.http_addr, args).await,
+        Cmd::Router(args) => commands::router::run(&cli.http_addr, args).await,
         Cmd::Cert(cmd) => commands::cert::run(&cli.http_addr, cmd).await,
         Cmd::JoinToken(args) => commands::token::run(&cli.http_addr, args).await,
         Cmd::Whoami(args) => whoami::run(args).await,

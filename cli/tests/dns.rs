@@ -14,26 +14,11 @@
 use std::collections::BTreeSet;
 use std::net::UdpSocket;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use shoal_testkit::{Cluster, ClusterOptions, get_json, http_client_builder, wait_for};
-
-fn docker(host: Option<&str>, args: &[&str]) -> Output {
-    let mut cmd = Command::new("timeout");
-    cmd.args(["60", "docker"]).env_remove("DOCKER_CONTEXT").env_remove("DOCKER_TLS_VERIFY").args(args);
-    match host {
-        Some(h) => cmd.env("DOCKER_HOST", format!("tcp://{h}")),
-        None => cmd.env_remove("DOCKER_HOST"),
-    };
-    cmd.output().expect("the docker CLI")
-}
-
-fn ok(host: Option<&str>, args: &[&str]) {
-    let o = docker(host, args);
-    assert!(o.status.success(), "docker {}: {}", args.join(" "), String::from_utf8_lossy(&o.stderr));
-}
+use shoal_testkit::docker::{DockerNode, docker, docker_ok as ok, passing};
+use shoal_testkit::{http_client_builder, wait_for};
 
 /// `dig @IP -p 8600 ARGS` (one try, 2 s), its stdout.
 fn dig(ip: &str, args: &[&str]) -> String {
@@ -49,56 +34,10 @@ fn short(ip: &str, name: &str) -> BTreeSet<String> {
     dig(ip, &["+short", name]).lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
 }
 
-struct Env {
-    c: Cluster,
-    ids: Vec<String>,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        for i in 0..self.c.nodes.len() {
-            self.c.kill(i);
-        }
-        shoal_testkit::remove_engine_objects(&self.ids);
-    }
-}
-
-/// Instance address → container name (its service ID) of the passing instances.
-async fn passing(addr: &str, name: &str) -> Vec<(String, String)> {
-    let entries: Vec<Value> = get_json(addr, &format!("/v1/health/service/{name}?passing")).await.unwrap_or_default();
-    entries
-        .iter()
-        .map(|e| {
-            (
-                e["Service"]["Address"].as_str().unwrap_or_default().to_string(),
-                e["Service"]["ID"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
-
-/// A one-node cluster on the real engine (`--runtime docker` plus `extra` flags): its cleanup
-/// guard, HTTP address and IP, once the node has its ID.
-async fn one_docker_node(extra: &[&str]) -> (Env, String, String) {
-    let mut agent_args = vec!["--runtime".to_string(), "docker".to_string()];
-    agent_args.extend(extra.iter().map(|a| a.to_string()));
-    let c = Cluster::start(1, ClusterOptions { agent_args }).await;
-    let addr = c.nodes[0].http_addr();
-    let ip = c.nodes[0].ip.to_string();
-    let id = wait_for("the node's ID", Duration::from_secs(30), || {
-        let addr = addr.clone();
-        async move {
-            let nodes: Vec<Value> = get_json(&addr, "/v1/nodes").await?;
-            nodes.first().and_then(|n| n["ID"].as_str().map(str::to_string))
-        }
-    })
-    .await;
-    (Env { c, ids: vec![id] }, addr, ip)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn dig_finds_a_service_and_follows_its_health() {
-    let (env, addr, ip) = one_docker_node(&[]).await;
+    let env = DockerNode::start(&[]).await;
+    let (addr, ip) = (env.addr.clone(), env.ip.clone());
     let host = format!("{ip}:2375");
     let web = format!("dweb{}", std::process::id() % 100_000);
     ok(
@@ -336,7 +275,8 @@ async fn task_containers_resolve_cluster_names_and_the_rest_through_the_host() {
     // on 127.0.0.1 instead (any loopback address works: the node forwards, not the container).
     let knot = Knot::start("127.0.0.1").await;
 
-    let (env, addr, ip) = one_docker_node(&["--dns-recursor", &knot.addr]).await;
+    let env = DockerNode::start(&["--dns-recursor", &knot.addr]).await;
+    let (addr, ip) = (env.addr.clone(), env.ip.clone());
     let host = format!("{ip}:2375");
     let n = std::process::id() % 100_000;
     let (web, db) = (format!("bweb{n}"), format!("bdb{n}"));

@@ -5,6 +5,7 @@
 //! Every wait is `wait_for(predicate, timeout)`; there are no fixed sleeps. When a test panics the
 //! nodes' logs are printed.
 
+pub mod docker;
 mod kv;
 
 use std::future::Future;

@@ -5,6 +5,7 @@ pub mod cert;
 pub mod dns;
 pub mod kv;
 pub mod node;
+pub mod router;
 pub mod service;
 pub mod token;
 
