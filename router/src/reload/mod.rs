@@ -13,6 +13,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+mod binds;
+mod child;
+#[cfg(feature = "testsuite")]
+pub mod conformance;
+pub mod haproxy;
+pub mod nginx;
+
+pub use haproxy::{HaproxyMaster, HaproxyOptions};
+pub use nginx::{NginxMaster, NginxOptions};
+
 /// Why a reload did not happen (the proxy keeps serving what it served before).
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
