@@ -116,8 +116,11 @@ fn socket_inodes(master: u32) -> HashSet<u64> {
 fn listeners_on(addr: SocketAddr) -> Vec<u64> {
     let mut out = Vec::new();
     for (file, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
-        let Ok(text) = std::fs::read_to_string(file) else { continue };
-        for (local, inode) in text.lines().skip(1).filter_map(|l| parse_proc_net_line(l, v6)) {
+        let Ok(f) = std::fs::File::open(file) else { continue };
+        // The kernel lists the listening sockets first, then the established hash (with every
+        // TIME_WAIT: tens of thousands under connection-close load, seconds to read). Stop there.
+        let lines = std::io::BufRead::lines(std::io::BufReader::new(f)).skip(1).map_while(Result::ok);
+        for (local, inode) in lines.map_while(|l| parse_proc_net_line(&l, v6)) {
             let same_port = local.port() == addr.port();
             let overlap = local.ip() == addr.ip()
                 || local.ip().is_unspecified()

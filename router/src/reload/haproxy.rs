@@ -245,10 +245,10 @@ impl Reloader for HaproxyMaster {
         let what = format!("haproxy reload of {}", self.config.display());
         let started = Instant::now();
         let deadline = started + self.opts.reload_timeout;
-        let before = self.show_proc_until(deadline).await?;
         if self.opts.check_new_binds {
             super::binds::check_new_binds(&self.config, self.master.pid(), &what)?;
         }
+        let before = self.show_proc_until(deadline).await?;
         let offset = child::log_len(self.master.log());
         // `reload` is asynchronous: the master answers nothing, closes, and re-executes itself.
         loop {
@@ -299,8 +299,10 @@ impl Reloader for HaproxyMaster {
         })
     }
 
+    /// `haproxy -c -f {}`, without `-q`: in 2.6 `-q` also hides the `[ALERT]` lines that say
+    /// what is wrong, and the exit code (0 valid, 1 invalid) is the same.
     fn check_command(&self) -> Option<String> {
-        Some(format!("{} -c -q -f {{}}", shell_quote(&self.opts.binary.display().to_string())))
+        Some(format!("{} -c -f {{}}", shell_quote(&self.opts.binary.display().to_string())))
     }
 
     async fn stop(&self) {
@@ -316,6 +318,8 @@ async fn cli(socket: &Path, command: &str) -> std::io::Result<String> {
     let talk = async {
         let mut s = tokio::net::UnixStream::connect(socket).await?;
         s.write_all(format!("{command}\n").as_bytes()).await?;
+        // The master answers once it sees the end of the input (as `socat` sends it).
+        s.shutdown().await?;
         let mut out = Vec::new();
         s.read_to_end(&mut out).await?;
         Ok(String::from_utf8_lossy(&out).into_owned())
