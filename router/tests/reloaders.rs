@@ -182,7 +182,9 @@ async fn conformance_command_reloader_with_nginx_s_reload() {
         format!("bash {} {} {}", script.display(), dir.path().join("nginx.pid").display(), shell_words(&args));
     let reloader = CommandReloader::new(command, Duration::from_secs(10));
     let target = nginx_target(dir.path(), listen, &config, vec!["reload.sh".into(), "nginx.pid".into()]);
-    conformance::run(&reloader, &target).await.assert_passed();
+    let report = conformance::run(&reloader, &target).await;
+    println!("{report}");
+    report.assert_passed();
     assert!(alive(nginx.pid()), "the command reloader never stops the proxy");
     reloader.stop().await;
     assert!(alive(nginx.pid()), "stop() is a no-op for a command");
@@ -197,7 +199,9 @@ async fn conformance_haproxy_master() {
     let hap = HaproxyMaster::start(&config, HaproxyOptions::default()).await.unwrap();
     let (pid, master) = (hap.pid(), hap.pid().to_string());
     let target = haproxy_target(listen, &config, vec!["haproxy".into(), master, config.display().to_string()]);
-    conformance::run(&hap, &target).await.assert_passed();
+    let report = conformance::run(&hap, &target).await;
+    println!("{report}");
+    report.assert_passed();
     assert_eq!(hap.pid(), pid, "the master's PID is stable across reloads");
     hap.stop().await;
     assert!(!alive(pid), "stop() ends the master");
@@ -213,7 +217,9 @@ async fn conformance_nginx_master() {
     let ngx = NginxMaster::start(&config, NginxOptions::default()).await.unwrap();
     let (pid, master) = (ngx.pid(), ngx.pid().to_string());
     let target = nginx_target(dir.path(), listen, &config, vec!["nginx".into(), master, config.display().to_string()]);
-    conformance::run(&ngx, &target).await.assert_passed();
+    let report = conformance::run(&ngx, &target).await;
+    println!("{report}");
+    report.assert_passed();
     let workers = ngx.workers();
     ngx.stop().await;
     assert!(!alive(pid) && workers.iter().all(|w| !alive(*w)), "stop() ends the master and its workers");
@@ -296,6 +302,34 @@ async fn dropping_a_supervisor_kills_its_proxy() {
     drop(ngx);
     wait_for("every proxy process to end", Duration::from_secs(5), async || pids.iter().all(|p| !alive(*p))).await;
     assert!(probe(h).generation().await.is_err() && probe(n).generation().await.is_err());
+}
+
+/// A proxy that died is reported as such (with its exit and log), and its leftovers are killed.
+#[tokio::test]
+async fn a_dead_proxy_is_not_running_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, n) = (free_addr("127.0.55.18"), free_addr("127.0.55.18"));
+    std::fs::write(dir.path().join("h.cfg"), haproxy_gen(h, 1, "")).unwrap();
+    std::fs::write(dir.path().join("n.conf"), nginx_gen(dir.path(), n, 1, "")).unwrap();
+    let hap = HaproxyMaster::start(&dir.path().join("h.cfg"), HaproxyOptions::default()).await.unwrap();
+    let ngx = NginxMaster::start(&dir.path().join("n.conf"), NginxOptions::default()).await.unwrap();
+    let hap_worker = hap.workers().await.unwrap().0[0];
+    let ngx_workers = ngx.workers();
+    // HAProxy's master exits when a worker dies; nginx's workers outlive a killed master.
+    // SAFETY: kill(2) on processes this test's reloaders started.
+    unsafe {
+        libc::kill(hap_worker as i32, libc::SIGKILL);
+        libc::kill(ngx.pid() as i32, libc::SIGKILL);
+    }
+    wait_for("haproxy's master to exit", Duration::from_secs(5), async || !alive(hap.pid())).await;
+    for (name, e) in [("haproxy", hap.reload().await.unwrap_err()), ("nginx", ngx.reload().await.unwrap_err())] {
+        assert!(e.needs_restart() && !e.is_retryable(), "{name}: {e:?}");
+        assert!(e.to_string().contains("exited with"), "{name}: {e}");
+    }
+    wait_for("nginx's orphaned workers to be killed", Duration::from_secs(5), async || {
+        ngx_workers.iter().all(|w| !alive(*w))
+    })
+    .await;
 }
 
 /// `haproxy -c` passes a config that binds an address someone else holds; HAProxy would then

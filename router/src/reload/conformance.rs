@@ -139,6 +139,20 @@ impl Report {
     }
 }
 
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{}:", self.subject)?;
+        for c in &self.checks {
+            let verdict = match &c.outcome {
+                Ok(()) => "ok".to_string(),
+                Err(e) => format!("FAILED: {e}"),
+            };
+            writeln!(f, "  {:<38} {:>9.1?}  {verdict}", c.name, c.took)?;
+        }
+        Ok(())
+    }
+}
+
 /// How many fresh connections each "served" check makes (an old worker still accepting on the
 /// shared socket would answer some of them).
 const PROBES: usize = 5;

@@ -252,7 +252,7 @@ impl Reloader for HaproxyMaster {
         let offset = child::log_len(self.master.log());
         // `reload` is asynchronous: the master answers nothing, closes, and re-executes itself.
         loop {
-            match cli(&self.socket, "reload").await {
+            match send_reload(&self.socket).await {
                 Ok(_) => break,
                 Err(e) if Instant::now() >= deadline => {
                     return Err(ReloadError::Unconfirmed {
@@ -311,6 +311,20 @@ impl Reloader for HaproxyMaster {
             tracing::info!(pid = self.master.pid(), %status, "haproxy master stopped");
         }
     }
+}
+
+/// Sends `reload` on the master CLI. Only a failure to deliver it is an error: once it is
+/// written the master may close or reset the connection as it re-executes, and sending it again
+/// would reload twice.
+async fn send_reload(socket: &Path) -> std::io::Result<()> {
+    let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::UnixStream::connect(socket))
+        .await
+        .map_err(|_| std::io::Error::other("connect: no answer within 2 s"))??;
+    s.write_all(b"reload\n").await?;
+    let _ = s.shutdown().await;
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut sink)).await;
+    Ok(())
 }
 
 /// One master CLI command: connect, send, read until the master closes (bounded).

@@ -62,6 +62,23 @@ pub enum ReloadError {
     },
 }
 
+impl ReloadError {
+    /// The proxy (or the command) rejected the config: fix the config, retrying will not help.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, ReloadError::Refused { .. })
+    }
+
+    /// Worth another `reload()` later: the proxy may still have been loading.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ReloadError::Unconfirmed { .. })
+    }
+
+    /// The supervised proxy is gone: it must be started again (a reload cannot help).
+    pub fn needs_restart(&self) -> bool {
+        matches!(self, ReloadError::NotRunning { .. })
+    }
+}
+
 /// Makes a proxy serve the config file now on disk.
 #[async_trait]
 pub trait Reloader: Send + Sync {
