@@ -370,6 +370,47 @@ async fn haproxy_refuses_a_bind_held_by_another_process_before_reloading() {
     hap.stop().await;
 }
 
+/// Why the check above exists: without it HAProxy finds the conflict itself, after pausing the
+/// running worker's listeners, and connections are refused for ~2 s before it keeps the old config.
+#[tokio::test]
+async fn without_the_bind_check_haproxy_refuses_connections_before_it_gives_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = free_addr("127.0.55.19");
+    let foreign = TcpListener::bind("127.0.55.19:0").unwrap();
+    let taken = foreign.local_addr().unwrap();
+    let config = dir.path().join("haproxy.cfg");
+    std::fs::write(&config, haproxy_gen(listen, 1, "")).unwrap();
+    let opts = HaproxyOptions { check_new_binds: false, ..Default::default() };
+    let hap = HaproxyMaster::start(&config, opts).await.unwrap();
+    std::fs::write(&config, haproxy_gen(listen, 2, &format!("    bind {taken}\n"))).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let connects = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let (mut ok, mut refused) = (0u32, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match tokio::net::TcpStream::connect(listen).await {
+                    Ok(_) => ok += 1,
+                    Err(_) => refused += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (ok, refused)
+        }
+    });
+    let t = Instant::now();
+    let e = hap.reload().await.unwrap_err();
+    let took = t.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, refused) = connects.await.unwrap();
+    println!("HAProxy's own refusal took {took:?}; connects meanwhile: {ok} accepted, {refused} refused");
+    let msg = e.to_string();
+    assert!(e.is_refused() && msg.contains("cannot bind socket") && msg.contains("Loading failure"), "{msg}");
+    assert!(refused > 0, "the outage the check prevents did not happen ({ok} accepted): {msg}");
+    assert_eq!(probe(listen).generation().await, Ok(1), "the old worker resumed");
+    hap.stop().await;
+}
+
 /// A `listen` on a taken address passes `nginx -t`; the master retries `bind()` for 2.5 s and
 /// keeps its workers: a refusal, quoted from the error log, after the retries.
 #[tokio::test]
