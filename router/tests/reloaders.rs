@@ -245,6 +245,27 @@ async fn the_battery_fails_a_reloader_that_does_not_reload() {
     ngx.stop().await;
 }
 
+/// A bare `nginx -s reload` exits once the signal is sent (~10 ms), long before nginx serves the
+/// new config (~120 ms): as a command reloader it fails the battery's "served at once" checks.
+#[tokio::test]
+async fn a_bare_nginx_s_reload_fails_the_battery() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = free_addr("127.0.55.23");
+    let config = dir.path().join("nginx.conf");
+    std::fs::write(&config, nginx_gen(dir.path(), listen, 1, "")).unwrap();
+    let (_nginx, args) = own_nginx(dir.path(), &config);
+    wait_for("nginx to serve", Duration::from_secs(10), async || probe(listen).generation().await == Ok(1)).await;
+    let reloader = CommandReloader::new(format!("nginx {} -s reload", shell_words(&args)), Duration::from_secs(10));
+    let report = conformance::run(&reloader, &nginx_target(dir.path(), listen, &config, vec![])).await;
+    println!("{report}");
+    let failed = report.failed();
+    let served_late = ["good reload", "reloads in a row", "good after refused", "good after the second refusal"];
+    assert!(
+        served_late.iter().any(|c| failed.contains(c)),
+        "a bare `nginx -s reload` passed {served_late:?}: {report}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // start, failures, stop, drop
 

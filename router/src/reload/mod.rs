@@ -1,9 +1,10 @@
 //! Making a proxy serve the file a template was just written to.
 //!
 //! One trait, [`Reloader`], and its implementations: [`CommandReloader`] (any shell command, e.g.
-//! `nginx -s reload` or `systemctl reload haproxy`), and the supervised proxies that `shoal
-//! router --exec` starts itself and reloads without dropping a request (`haproxy`: master-worker,
-//! `nginx`: the master's SIGHUP). Every implementation passes the same conformance suite
+//! `systemctl reload haproxy`; note that `nginx -s reload` exits before nginx has reloaded), and
+//! the supervised proxies that `shoal router` starts itself and reloads without dropping a
+//! request: [`HaproxyMaster`] (master-worker, confirmed by `show proc`) and [`NginxMaster`] (the
+//! master's SIGHUP, confirmed by its worker PIDs). Every implementation passes the same conformance suite
 //! (`conformance`, feature `testsuite`): a good config is served after `reload()` returns `Ok`, a
 //! bad one is refused with the proxy's own words and the old config keeps serving.
 
