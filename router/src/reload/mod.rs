@@ -1,9 +1,10 @@
 //! Making a proxy serve the file a template was just written to.
 //!
 //! One trait, [`Reloader`], and its implementations: [`CommandReloader`] (any shell command, e.g.
-//! `nginx -s reload` or `systemctl reload haproxy`), and the supervised proxies that `shoal
-//! router --exec` starts itself and reloads without dropping a request (`haproxy`: master-worker,
-//! `nginx`: the master's SIGHUP). Every implementation passes the same conformance suite
+//! `systemctl reload haproxy`; note that `nginx -s reload` exits before nginx has reloaded), and
+//! the supervised proxies that `shoal router` starts itself and reloads without dropping a
+//! request: [`HaproxyMaster`] (master-worker, confirmed by `show proc`) and [`NginxMaster`] (the
+//! master's SIGHUP, confirmed by its worker PIDs). Every implementation passes the same conformance suite
 //! (`conformance`, feature `testsuite`): a good config is served after `reload()` returns `Ok`, a
 //! bad one is refused with the proxy's own words and the old config keeps serving.
 
@@ -12,6 +13,16 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use async_trait::async_trait;
+
+mod binds;
+mod child;
+#[cfg(feature = "testsuite")]
+pub mod conformance;
+pub mod haproxy;
+pub mod nginx;
+
+pub use haproxy::{HaproxyMaster, HaproxyOptions};
+pub use nginx::{NginxMaster, NginxOptions};
 
 /// Why a reload did not happen (the proxy keeps serving what it served before).
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +61,23 @@ pub enum ReloadError {
         /// Its exit status and the end of its log.
         detail: String,
     },
+}
+
+impl ReloadError {
+    /// The proxy (or the command) rejected the config: fix the config, retrying will not help.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, ReloadError::Refused { .. })
+    }
+
+    /// Worth another `reload()` later: the proxy may still have been loading.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ReloadError::Unconfirmed { .. })
+    }
+
+    /// The supervised proxy is gone: it must be started again (a reload cannot help).
+    pub fn needs_restart(&self) -> bool {
+        matches!(self, ReloadError::NotRunning { .. })
+    }
 }
 
 /// Makes a proxy serve the config file now on disk.
