@@ -138,12 +138,8 @@ fn own_nginx(dir: &Path, config: &Path) -> (Guard, Vec<String>) {
         "-g".into(),
         format!("daemon off; pid {};", dir.join("nginx.pid").display()),
     ];
-    let log = std::fs::File::create(dir.join("nginx.out")).unwrap();
-    let mut cmd = Command::new("nginx");
-    cmd.args(&args).stdout(log.try_clone().unwrap());
-    let guard = Guard::spawn(&mut cmd);
-    let _ = log;
-    (guard, args)
+    let out = std::fs::File::create(dir.join("nginx.out")).unwrap();
+    (Guard::spawn(Command::new("nginx").args(&args).stdout(out)), args)
 }
 
 /// `nginx -s reload` returns once the signal is sent; this waits, like the supervisors do, until
