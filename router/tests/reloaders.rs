@@ -20,7 +20,13 @@ use shoal_router::reload::{
 
 /// A free port on `ip` (bound, then released: the kernel hands out ephemeral ports in turn).
 fn free_addr(ip: &str) -> SocketAddr {
-    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap()
+    free_addrs::<1>(ip)[0]
+}
+
+/// `N` different free ports on `ip` (all held until all are chosen).
+fn free_addrs<const N: usize>(ip: &str) -> [SocketAddr; N] {
+    let held: Vec<TcpListener> = (0..N).map(|_| TcpListener::bind((ip, 0)).unwrap()).collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap())
 }
 
 /// A process the test started, in its own group; killed with its group (by its PID) on drop.
@@ -132,12 +138,8 @@ fn own_nginx(dir: &Path, config: &Path) -> (Guard, Vec<String>) {
         "-g".into(),
         format!("daemon off; pid {};", dir.join("nginx.pid").display()),
     ];
-    let log = std::fs::File::create(dir.join("nginx.out")).unwrap();
-    let mut cmd = Command::new("nginx");
-    cmd.args(&args).stdout(log.try_clone().unwrap());
-    let guard = Guard::spawn(&mut cmd);
-    let _ = log;
-    (guard, args)
+    let out = std::fs::File::create(dir.join("nginx.out")).unwrap();
+    (Guard::spawn(Command::new("nginx").args(&args).stdout(out)), args)
 }
 
 /// `nginx -s reload` returns once the signal is sent; this waits, like the supervisors do, until
@@ -309,7 +311,7 @@ async fn a_config_refused_at_start_is_an_error_with_the_log_and_leaves_no_proces
 #[tokio::test]
 async fn dropping_a_supervisor_kills_its_proxy() {
     let dir = tempfile::tempdir().unwrap();
-    let (h, n) = (free_addr("127.0.55.15"), free_addr("127.0.55.15"));
+    let [h, n] = free_addrs("127.0.55.15");
     std::fs::write(dir.path().join("h.cfg"), haproxy_gen(h, 1, "")).unwrap();
     std::fs::write(dir.path().join("n.conf"), nginx_gen(dir.path(), n, 1, "")).unwrap();
     let hap = HaproxyMaster::start(&dir.path().join("h.cfg"), HaproxyOptions::default()).await.unwrap();
@@ -329,7 +331,7 @@ async fn dropping_a_supervisor_kills_its_proxy() {
 #[tokio::test]
 async fn a_dead_proxy_is_not_running_and_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let (h, n) = (free_addr("127.0.55.18"), free_addr("127.0.55.18"));
+    let [h, n] = free_addrs("127.0.55.18");
     std::fs::write(dir.path().join("h.cfg"), haproxy_gen(h, 1, "")).unwrap();
     std::fs::write(dir.path().join("n.conf"), nginx_gen(dir.path(), n, 1, "")).unwrap();
     let hap = HaproxyMaster::start(&dir.path().join("h.cfg"), HaproxyOptions::default()).await.unwrap();
@@ -358,8 +360,8 @@ async fn a_dead_proxy_is_not_running_and_leaves_nothing_behind() {
 #[tokio::test]
 async fn haproxy_refuses_a_bind_held_by_another_process_before_reloading() {
     let dir = tempfile::tempdir().unwrap();
-    let listen = free_addr("127.0.55.16");
     let foreign = TcpListener::bind("127.0.55.16:0").unwrap();
+    let listen = free_addr("127.0.55.16");
     let taken = foreign.local_addr().unwrap();
     let config = dir.path().join("haproxy.cfg");
     std::fs::write(&config, haproxy_gen(listen, 1, "")).unwrap();
@@ -396,8 +398,8 @@ async fn haproxy_refuses_a_bind_held_by_another_process_before_reloading() {
 #[tokio::test]
 async fn without_the_bind_check_haproxy_refuses_connections_before_it_gives_up() {
     let dir = tempfile::tempdir().unwrap();
-    let listen = free_addr("127.0.55.19");
     let foreign = TcpListener::bind("127.0.55.19:0").unwrap();
+    let listen = free_addr("127.0.55.19");
     let taken = foreign.local_addr().unwrap();
     let config = dir.path().join("haproxy.cfg");
     std::fs::write(&config, haproxy_gen(listen, 1, "")).unwrap();
@@ -437,8 +439,8 @@ async fn without_the_bind_check_haproxy_refuses_connections_before_it_gives_up()
 #[tokio::test]
 async fn nginx_reports_a_listen_conflict_after_its_bind_retries() {
     let dir = tempfile::tempdir().unwrap();
-    let listen = free_addr("127.0.55.17");
     let foreign = TcpListener::bind("127.0.55.17:0").unwrap();
+    let listen = free_addr("127.0.55.17");
     let taken = foreign.local_addr().unwrap();
     let config = dir.path().join("nginx.conf");
     std::fs::write(&config, nginx_gen(dir.path(), listen, 1, "")).unwrap();
@@ -537,8 +539,11 @@ enum Method {
 
 /// 13 s of wrk through HAProxy with 10 reloads at ~1/s from t = 0.5 s; returns the counts.
 async fn load_run(ip: &str, method: Method, close: bool) -> WrkCounts {
+    // One load run at a time under `cargo test` too (nextest runs them in its serial group).
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _alone = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let (listen, backend) = (free_addr(ip), free_addr(ip));
+    let [listen, backend] = free_addrs(ip);
     std::fs::write(dir.path().join("be.conf"), nginx_gen(dir.path(), backend, 0, "")).unwrap();
     let be = NginxMaster::start(&dir.path().join("be.conf"), NginxOptions::default()).await.unwrap();
     let config = dir.path().join("haproxy.cfg");
