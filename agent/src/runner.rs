@@ -36,7 +36,13 @@ type Reports = mpsc::UnboundedSender<(String, TaskStatus)>;
 
 /// Drives one task until it ends, one `step` at a time; a change of its desired state interrupts
 /// the step under way (a pull, a start, a wait) and the next step acts on it.
-async fn drive(a: Assignment, executor: Arc<dyn Executor>, reports: Reports, mut desired: watch::Receiver<TaskState>) {
+async fn drive(
+    a: Assignment,
+    executor: Arc<dyn Executor>,
+    reports: Reports,
+    mut desired: watch::Receiver<TaskState>,
+    drain: Duration,
+) {
     let id = a.task.id.clone();
     let mut c = match executor.controller(&a) {
         Ok(c) => c,
@@ -49,8 +55,19 @@ async fn drive(a: Assignment, executor: Arc<dyn Executor>, reports: Reports, mut
     };
     let mut state = a.task.status.state;
     let mut backoff = Duration::from_millis(100);
+    let mut drained = drain.is_zero();
     loop {
         let want = *desired.borrow_and_update();
+        if want > TaskState::Running && state == TaskState::Running && !drained {
+            // Its instance left the catalog when the shutdown was decided; the container keeps
+            // serving for `drain` so that routers and DNS caches stop sending it new requests
+            // before it stops (a stopped container's address black-holes connects until they
+            // time out, which no proxy retry can hide).
+            drained = true;
+            tracing::debug!(task_id = %id, ?drain, "draining before the stop");
+            tokio::time::sleep(drain).await;
+            continue;
+        }
         let outcome = tokio::select! {
             s = step(state, want, c.as_mut()) => s,
             changed = desired.changed(), if want <= TaskState::Running => {
@@ -127,8 +144,9 @@ async fn reconcile(executor: &Arc<dyn Executor>, known: &HashSet<String>) -> Res
 /// How often the runner compares the node's containers with its tasks when nothing else asks it to.
 const RECONCILE_EVERY: Duration = Duration::from_secs(30);
 
-/// Runs this node's tasks until the process ends.
-pub async fn run(dispatcher: Arc<dyn Dispatcher>, executor: Arc<dyn Executor>) {
+/// Runs this node's tasks until the process ends; a running task told to stop keeps running for
+/// `drain` first (see `drive`).
+pub async fn run(dispatcher: Arc<dyn Dispatcher>, executor: Arc<dyn Executor>, drain: Duration) {
     // Aborting the runner (a promotion or demotion restarts it) ends its drivers and reporter too.
     let mut tasks = tokio::task::JoinSet::new();
     let (reports, rx) = mpsc::unbounded_channel();
@@ -160,7 +178,7 @@ pub async fn run(dispatcher: Arc<dyn Dispatcher>, executor: Arc<dyn Executor>) {
             }
             tracing::debug!(task_id = %id, state = a.task.status.state.as_str(), "task assigned to this node");
             let (tx, desired) = watch::channel(a.task.desired);
-            tasks.spawn(drive(a, executor.clone(), reports.clone(), desired));
+            tasks.spawn(drive(a, executor.clone(), reports.clone(), desired, drain));
             drivers.insert(id, tx);
         }
         // Deleted tasks: their drivers end (dropping the sender), their containers go below.

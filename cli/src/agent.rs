@@ -107,6 +107,10 @@ pub struct NetArgs {
     /// with a node that registers them.
     #[arg(long)]
     pub no_register_containers: bool,
+    /// How long a task's container keeps running after its instance left the catalog, before it
+    /// is stopped: routers and DNS caches stop sending it new requests in that time (0s: none).
+    #[arg(long, default_value = "1s", value_name = "DURATION")]
+    pub drain_delay: String,
     #[command(flatten)]
     pub dns: crate::dns::DnsArgs,
 }
@@ -198,7 +202,7 @@ pub async fn run_agent(args: AgentArgs) -> Result<()> {
     };
     let http = http_listen(&args.net)?;
     let config = config(args.data_dir, &args.net)?;
-    run(config, mode, http, (args.net.runtime, !args.net.no_register_containers), args.net.docker_port, &args.net.dns)
+    run(config, mode, http, (args.net.runtime, !args.net.no_register_containers, drain_delay(&args.net)?), args.net.docker_port, &args.net.dns)
         .await
 }
 
@@ -245,7 +249,7 @@ pub async fn run_dev(args: DevArgs) -> Result<()> {
     let mode = if data_dir_in_use(&dir) { StartMode::Resume } else { StartMode::Init };
     let http = http_listen(&args.net)?;
     let config = config(dir, &args.net)?;
-    run(config, mode, http, (args.net.runtime, !args.net.no_register_containers), args.net.docker_port, &args.net.dns)
+    run(config, mode, http, (args.net.runtime, !args.net.no_register_containers, drain_delay(&args.net)?), args.net.docker_port, &args.net.dns)
         .await
 }
 
@@ -253,7 +257,7 @@ async fn run(
     config: NodeConfig,
     mode: StartMode,
     http: HttpListen,
-    (runtime, register_containers): (crate::runtime::RuntimeKind, bool),
+    (runtime, register_containers, drain): (crate::runtime::RuntimeKind, bool, std::time::Duration),
     docker_port: u16,
     dns_args: &crate::dns::DnsArgs,
 ) -> Result<()> {
@@ -307,7 +311,7 @@ async fn run(
         None => None,
     };
     let executor =
-        crate::runtime::executor(runtime, &node, gossip_config.bind_ip, register_containers, resolver).await?;
+        crate::runtime::executor(runtime, &node, gossip_config.bind_ip, register_containers, resolver, drain).await?;
     let dns_note = dns.as_ref().map_or_else(String::new, |d| format!(" · DNS {}", d.addr));
     // One log source for the life of the process, whatever role the node plays.
     let logs = std::sync::Arc::new(shoal_registry::control::logs::LogSource::default());
@@ -445,4 +449,11 @@ async fn run(
         manager.shutdown().await;
     }
     Ok(())
+}
+
+/// `--drain-delay`.
+fn drain_delay(net: &NetArgs) -> Result<std::time::Duration> {
+    shoal_model::duration::parse(&net.drain_delay).ok_or_else(|| {
+        anyhow::anyhow!("--drain-delay {:?}: not a duration (e.g. 1s, 500ms, 0s)", net.drain_delay)
+    })
 }

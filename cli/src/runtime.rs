@@ -87,6 +87,8 @@ pub struct Runtime {
     docker: Option<DockerExecutor>,
     /// Whether containers Shoal did not start are registered (`--no-register-containers` unsets it).
     register_others: bool,
+    /// `--drain-delay`: a shut-down task's container runs this long after leaving the catalog.
+    drain: std::time::Duration,
 }
 
 /// The runtime for this node; with Docker, its task containers resolve through `resolver` when
@@ -98,11 +100,12 @@ pub async fn executor(
     bind_ip: IpAddr,
     register_others: bool,
     resolver: Option<Arc<dyn shoal_agent::docker::resolver::ContainerResolver>>,
+    drain: std::time::Duration,
 ) -> anyhow::Result<Runtime> {
     Ok(match kind {
-        RuntimeKind::None => Runtime { executor: None, docker: None, register_others },
+        RuntimeKind::None => Runtime { executor: None, docker: None, register_others, drain },
         RuntimeKind::Fake => {
-            Runtime { executor: Some(Arc::new(FakeExecutor::default())), docker: None, register_others }
+            Runtime { executor: Some(Arc::new(FakeExecutor::default())), docker: None, register_others, drain }
         }
         RuntimeKind::Docker => {
             let (id, name) = match node {
@@ -123,7 +126,7 @@ pub async fn executor(
                 Some(r) => docker.with_resolver(r),
                 None => docker,
             };
-            Runtime { executor: Some(Arc::new(docker.clone())), docker: Some(docker), register_others }
+            Runtime { executor: Some(Arc::new(docker.clone())), docker: Some(docker), register_others, drain }
         }
     })
 }
@@ -159,7 +162,7 @@ pub fn start(
     };
     let tasks = runtime.executor.clone().map(|executor| {
         logs.set(Arc::new(RuntimeLogs(executor.clone())));
-        shoal_agent::run(dispatcher, executor)
+        shoal_agent::run(dispatcher, executor, runtime.drain)
     });
     let exec = runtime.docker.clone().map(|d| Arc::new(d) as Arc<dyn shoal_agent::ContainerExec>);
     let checks = shoal_agent::run_checks(link.clone(), exec);

@@ -79,6 +79,8 @@ fn nginx_check(text: &str, dir: &std::path::Path, case: &str) {
         .arg(dir)
         .arg("-e")
         .arg(dir.join("error.log"))
+        .arg("-g")
+        .arg(format!("pid {};", dir.join("nginx.pid").display()))
         .arg("-c")
         .arg(&f)
         .output()

@@ -22,7 +22,7 @@ pub struct RouterArgs {
     #[arg(long = "template", value_name = "SRC:DEST[:RELOAD_CMD]", required = true)]
     pub templates: Vec<TemplateSpec>,
     /// Validates each candidate config before it is installed; `{}` is the file, e.g.
-    /// 'haproxy -c -q -f {}' or 'nginx -t -q -c {}'. 
+    /// 'haproxy -c -q -f {}' or 'nginx -t -q -c {}'.
     #[arg(long, value_name = "CMD")]
     pub check: Option<String>,
     /// Quiescence: render once nothing changed for MIN, at the latest MAX after the first change
