@@ -14,6 +14,10 @@ DEBIAN_PACKAGES=(
   busybox-static    # cli/tests/dns.rs: nslookup and wget inside a task container (an image FROM scratch)
   knot              # cli/tests/dns.rs: the containers' upstream resolver; bench/src/dns_bench: the reference server
   dnsperf           # bench/src/dns_bench (`shoal-bench dns`, its smoke test): the DNS load generator
+  haproxy           # router/tests, cli/tests/router.rs: templates validated with haproxy -c, master-worker reloads
+  nginx             # the same for Nginx
+  wrk               # router/tests/reloaders.rs, cli/tests/router.rs: the load that counts dropped requests
+  socat             # the HAProxy master CLI by hand (router/README.md); not used by the tests
 )
 
 # PyPI tools the tests use: real Consul clients.
@@ -32,11 +36,15 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
-# Where systemd runs, Debian starts knot.service on install (on port 53). The tests and the bench run
-# their own knotd from a temp dir, so the system's is stopped and disabled.
-if command -v systemctl >/dev/null && systemctl is-active --quiet knot 2>/dev/null; then
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO systemctl disable --now knot
+# Where systemd runs, Debian starts knot, haproxy and nginx on install (on ports 53 and 80). The
+# tests and the bench run their own from temp dirs, so the system's are stopped and disabled.
+if command -v systemctl >/dev/null; then
+  for unit in knot haproxy nginx; do
+    if systemctl is-active --quiet "$unit" 2>/dev/null; then
+      SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+      $SUDO systemctl disable --now "$unit"
+    fi
+  done
 fi
 
 for spec in "${PYPI_PACKAGES[@]}"; do

@@ -155,7 +155,8 @@ async fn scale_and_time(node: &DockerNode, edge: &Edge, service: &str, host: &st
     };
     let config_at = loop {
         let text = edge.config();
-        let servers = text.lines().filter(|l| l.trim_start().starts_with("server ") || l.contains(" weight=")).count();
+        // HAProxy's `server NAME ADDR check weight W`, Nginx's `server ADDR weight=W max_fails=…`.
+        let servers = text.lines().filter(|l| l.contains(" check weight ") || l.contains(" max_fails=")).count();
         if servers == n {
             break Instant::now();
         }
