@@ -54,11 +54,16 @@ enum Proxy {
     Haproxy,
     /// `shoal router --exec nginx`.
     Nginx,
+    /// The control: HAProxy restarted naively by the template's RELOAD_CMD (`haproxy -D … -sf
+    /// OLDPID`, no socket hand-over), as many consul-template setups do.
+    NaiveHaproxy,
 }
 
 /// The router and its proxy, listening on 127.0.0.1:`port`.
 struct Edge {
     _router: Proc,
+    /// The naive control's HAProxy daemons, stopped through their pid file.
+    daemon_pidfile: Option<PathBuf>,
     port: u16,
     dest: PathBuf,
     status: String,
@@ -69,26 +74,46 @@ impl Edge {
     async fn start(proxy: Proxy, http_addr: &str, domain: &str) -> Edge {
         let dir = tempfile::Builder::new().prefix("shoal-router-").tempdir_in("/tmp").unwrap();
         let (port, status_port, router_status) = (free_port(), free_port(), free_port());
-        let (template, exec, dest) = match proxy {
-            Proxy::Haproxy => ("templates/haproxy.cfg.j2", "haproxy", dir.path().join("haproxy.cfg")),
-            Proxy::Nginx => ("templates/nginx.conf.j2", "nginx", dir.path().join("nginx.conf")),
+        let (template, dest) = match proxy {
+            Proxy::Haproxy | Proxy::NaiveHaproxy => ("templates/haproxy.cfg.j2", dir.path().join("haproxy.cfg")),
+            Proxy::Nginx => ("templates/nginx.conf.j2", dir.path().join("nginx.conf")),
+        };
+        let spec = format!("{}:{}", repo_file(template).display(), dest.display());
+        let router = |args: &[&str]| {
+            let mut cmd = Command::new(shoal_bin());
+            cmd.args(["--http-addr", http_addr, "router", "--domain", domain])
+                .args(args)
+                .env("SHOAL_ROUTER_BIND", format!("127.0.0.1:{port}"))
+                .env("SHOAL_ROUTER_STATUS_BIND", format!("127.0.0.1:{status_port}"))
+                .env("SHOAL_ROUTER_NGINX_DIR", dir.path())
+                .env("SHOAL_LOG", "info");
+            cmd
+        };
+        let pidfile = dir.path().join("haproxy.pid");
+        let (args, daemon_pidfile): (Vec<String>, _) = match proxy {
+            Proxy::Haproxy => (vec!["--exec".into(), "haproxy".into(), "--template".into(), spec], None),
+            Proxy::Nginx => (vec!["--exec".into(), "nginx".into(), "--template".into(), spec], None),
+            Proxy::NaiveHaproxy => {
+                // Render once, start the daemon, then let every change restart it naively.
+                let o = router(&["--once", "--template", &spec]).output().unwrap();
+                assert!(o.status.success(), "router --once: {}", String::from_utf8_lossy(&o.stderr));
+                let (d, p) = (dest.display().to_string(), pidfile.display().to_string());
+                let o = Command::new("haproxy").args(["-D", "-p", &p, "-f", &d]).output().unwrap();
+                assert!(o.status.success(), "haproxy -D: {}", String::from_utf8_lossy(&o.stderr));
+                let naive = format!("{spec}:haproxy -D -p {p} -f {d} -sf $(cat {p})");
+                (vec!["--template".into(), naive, "--check".into(), "haproxy -c -f {}".into()], Some(pidfile))
+            }
         };
         let log = std::fs::File::create(dir.path().join("router.log")).unwrap();
-        let child = Command::new(shoal_bin())
-            .args(["--http-addr", http_addr, "router", "--domain", domain, "--exec", exec])
-            .arg("--template")
-            .arg(format!("{}:{}", repo_file(template).display(), dest.display()))
+        let child = router(&args.iter().map(String::as_str).collect::<Vec<_>>())
             .args(["--status", &format!("127.0.0.1:{router_status}")])
-            .env("SHOAL_ROUTER_BIND", format!("127.0.0.1:{port}"))
-            .env("SHOAL_ROUTER_STATUS_BIND", format!("127.0.0.1:{status_port}"))
-            .env("SHOAL_ROUTER_NGINX_DIR", dir.path())
-            .env("SHOAL_LOG", "info")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
         let edge = Edge {
             _router: Proc(child, "shoal router"),
+            daemon_pidfile,
             port,
             dest,
             status: format!("127.0.0.1:{router_status}"),
@@ -109,6 +134,18 @@ impl Edge {
 
     fn config(&self) -> String {
         std::fs::read_to_string(&self.dest).unwrap_or_default()
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        // The naive control's daemon (older generations exit on their own once -sf reached them).
+        if let Some(pid) = self.daemon_pidfile.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
+            for pid in pid.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+                // SAFETY: kill(2) on the PID of a daemon this test started (from its pid file).
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+        }
     }
 }
 
@@ -294,8 +331,58 @@ async fn churn_under_load(node: &DockerNode, edge: &Edge, service: &str, host: &
     r
 }
 
+/// Under keep-alive load: 100 catalog changes in about 1 s (an extra instance of `service`, at a
+/// live container's address, registered and deregistered in turn), counting the reloads they cost.
+async fn storm_under_load(node: &DockerNode, edge: &Edge, service: &str, host: &str) -> (u64, WrkResult) {
+    let dir = tempfile::tempdir().unwrap();
+    let live = passing(&node.addr, service).await;
+    let target = live.first().expect("a passing instance").0.clone();
+    let reloads = || async {
+        let s: serde_json::Value =
+            reqwest::get(format!("http://{}/v1/router/status", edge.status)).await.unwrap().json().await.unwrap();
+        s["templates"][0]["reloads"].as_u64().unwrap_or(0)
+    };
+    let wrk = start_wrk(edge.port, host, false, 8, dir.path());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = reloads().await;
+    let client = reqwest::Client::new();
+    let t = Instant::now();
+    for k in 0..100 {
+        let id = format!("storm-{}", k / 2);
+        let (url, body) = if k % 2 == 0 {
+            let body = serde_json::json!({"Node": "ext-storm", "Address": target, "Service": {"ID": id, "Service": service, "Address": target, "Port": 8080}});
+            (format!("http://{}/v1/catalog/register", node.addr), body)
+        } else {
+            (
+                format!("http://{}/v1/catalog/deregister", node.addr),
+                serde_json::json!({"Node": "ext-storm", "ServiceID": id}),
+            )
+        };
+        let r = client.put(url).json(&body).send().await.unwrap();
+        assert!(r.status().is_success(), "catalog write {k}: {}", r.status());
+        tokio::time::sleep(Duration::from_millis(8)).await;
+    }
+    let storm = t.elapsed();
+    // Let the last change land, then count.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cost = reloads().await - before;
+    let r = finish_wrk(wrk);
+    println!(
+        "100 catalog changes in {:.2} s under keep-alive load: {cost} reloads; {} ok, {} non-2xx, {} socket errors",
+        storm.as_secs_f64(),
+        r.ok,
+        r.non2xx,
+        r.socket_errors
+    );
+    (cost, r)
+}
+
 fn edge_kind(edge: &Edge) -> &'static str {
-    if edge.dest.ends_with("haproxy.cfg") { "haproxy" } else { "nginx" }
+    match (edge.dest.ends_with("haproxy.cfg"), edge.daemon_pidfile.is_some()) {
+        (true, false) => "haproxy",
+        (true, true) => "naive haproxy",
+        _ => "nginx",
+    }
 }
 
 async fn service_on(node: &DockerNode, name: &str) {
@@ -334,6 +421,9 @@ async fn haproxy_follows_scaling_within_a_second_and_drops_nothing_under_churn()
             edge.log()
         );
     }
+    let (cost, r) = storm_under_load(&node, &edge, &service, &host).await;
+    assert!((1..=8).contains(&cost), "100 changes cost {cost} reloads\n{}", edge.log());
+    assert_eq!((r.non2xx, r.socket_errors), (0, 0), "requests failed during the storm:\n{}", r.output);
     let status: serde_json::Value =
         reqwest::get(format!("http://{}/v1/router/status", edge.status)).await.unwrap().json().await.unwrap();
     println!("router status: {status}");
@@ -364,4 +454,18 @@ async fn nginx_follows_scaling_and_its_reload_cost_is_measured() {
     assert_eq!(ka.non2xx, 0, "non-2xx through Nginx:\n{}", ka.output);
     let close = churn_under_load(&node, &edge, &service, &host, true).await;
     assert_eq!((close.non2xx, close.socket_errors), (0, 0), "new connections failed through Nginx:\n{}", close.output);
+}
+
+/// The control: the same churn through HAProxy restarted naively on each change drops
+/// connections under `Connection: close` load, so the zero above is the reloader's doing.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_control_a_naive_haproxy_restart_drops_connections_under_the_same_churn() {
+    let node = DockerNode::start(&[]).await;
+    let service = format!("cweb{}", std::process::id() % 100_000);
+    let host = format!("{service}.shoal");
+    service_on(&node, &service).await;
+    let edge = Edge::start(Proxy::NaiveHaproxy, &node.addr, "shoal").await;
+    let r = churn_under_load(&node, &edge, &service, &host, true).await;
+    assert!(r.ok > 1000, "the load hardly ran:\n{}", r.output);
+    assert!(r.socket_errors > 0, "the naive restart dropped nothing: the test could not tell\n{}", r.output);
 }
