@@ -202,15 +202,7 @@ pub async fn run_agent(args: AgentArgs) -> Result<()> {
     };
     let http = http_listen(&args.net)?;
     let config = config(args.data_dir, &args.net)?;
-    run(
-        config,
-        mode,
-        http,
-        (args.net.runtime, !args.net.no_register_containers, drain_delay(&args.net)?),
-        args.net.docker_port,
-        &args.net.dns,
-    )
-    .await
+    run(config, mode, http, runtime_of(&args.net)?, args.net.docker_port, &args.net.dns).await
 }
 
 /// Where the HTTP API listens and which token it requires.
@@ -256,15 +248,7 @@ pub async fn run_dev(args: DevArgs) -> Result<()> {
     let mode = if data_dir_in_use(&dir) { StartMode::Resume } else { StartMode::Init };
     let http = http_listen(&args.net)?;
     let config = config(dir, &args.net)?;
-    run(
-        config,
-        mode,
-        http,
-        (args.net.runtime, !args.net.no_register_containers, drain_delay(&args.net)?),
-        args.net.docker_port,
-        &args.net.dns,
-    )
-    .await
+    run(config, mode, http, runtime_of(&args.net)?, args.net.docker_port, &args.net.dns).await
 }
 
 async fn run(
@@ -465,8 +449,9 @@ async fn run(
     Ok(())
 }
 
-/// `--drain-delay`.
-fn drain_delay(net: &NetArgs) -> Result<std::time::Duration> {
-    shoal_model::duration::parse(&net.drain_delay)
-        .ok_or_else(|| anyhow::anyhow!("--drain-delay {:?}: not a duration (e.g. 1s, 500ms, 0s)", net.drain_delay))
+/// The runtime flags: `--runtime`, whether to register other containers, `--drain-delay`.
+fn runtime_of(net: &NetArgs) -> Result<(crate::runtime::RuntimeKind, bool, std::time::Duration)> {
+    let drain = shoal_model::duration::parse(&net.drain_delay)
+        .ok_or_else(|| anyhow::anyhow!("--drain-delay {:?}: not a duration (e.g. 1s, 500ms, 0s)", net.drain_delay))?;
+    Ok((net.runtime, !net.no_register_containers, drain))
 }

@@ -86,8 +86,8 @@ pub fn render(
         })
         .collect();
 
-    env.add_global("services", ser(&view.passing_services()));
-    env.add_global("nodes", ser(&view.nodes));
+    env.add_global("services", ser(view.passing_services()));
+    env.add_global("nodes", ser(view.nodes.clone()));
     env.add_global("domain", view.domain.clone());
     env.add_global("index", view.index);
     {

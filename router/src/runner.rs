@@ -28,6 +28,9 @@ use crate::view::View;
 pub type Starter =
     Box<dyn Fn(PathBuf) -> Pin<Box<dyn Future<Output = Result<Arc<dyn Reloader>, ReloadError>> + Send>> + Send + Sync>;
 
+/// How templates read the environment (`env(name)`).
+pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// How long a blocking read waits before it is re-issued.
 const WATCH_WAIT: Duration = Duration::from_secs(60);
 /// The pause after a failed read.
@@ -80,18 +83,13 @@ pub struct Router {
     jobs: Vec<(Job, Option<Starter>)>,
     opts: Options,
     view: View,
-    env: Arc<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    env: EnvLookup,
     status: Arc<Mutex<RouterStatus>>,
 }
 
 impl Router {
     /// A router over `jobs` (each with the starter of its supervised proxy, if any).
-    pub fn new(
-        source: Arc<dyn Source>,
-        jobs: Vec<(Job, Option<Starter>)>,
-        opts: Options,
-        env: Arc<dyn Fn(&str) -> Option<String> + Send + Sync>,
-    ) -> Router {
+    pub fn new(source: Arc<dyn Source>, jobs: Vec<(Job, Option<Starter>)>, opts: Options, env: EnvLookup) -> Router {
         let view = View { domain: opts.domain.clone(), ..View::default() };
         Router { source, jobs, opts, view, env, status: Arc::default() }
     }
@@ -292,10 +290,7 @@ async fn watch_catalog(source: Arc<dyn Source>, mut index: u64, tx: mpsc::Sender
 }
 
 async fn watch_kv(source: Arc<dyn Source>, tx: mpsc::Sender<Event>) {
-    let mut index = match source.kv_index(0, Duration::ZERO).await {
-        Ok(i) => i,
-        Err(_) => 0,
-    };
+    let mut index = source.kv_index(0, Duration::ZERO).await.unwrap_or_default();
     loop {
         match source.kv_index(index, WATCH_WAIT).await {
             Ok(i) if i != index => {

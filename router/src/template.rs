@@ -217,7 +217,9 @@ mod tests {
 
     #[test]
     fn specs_parse() {
-        let cases: &[(&str, Result<(&str, &str, Option<&str>), &str>)] = &[
+        /// (SRC, DEST, CMD), or a piece of the error.
+        type Want<'a> = Result<(&'a str, &'a str, Option<&'a str>), &'a str>;
+        let cases: &[(&str, Want)] = &[
             ("a.j2:/etc/a.cfg", Ok(("a.j2", "/etc/a.cfg", None))),
             ("a.j2:b.cfg:systemctl reload haproxy", Ok(("a.j2", "b.cfg", Some("systemctl reload haproxy")))),
             ("a.j2:b.cfg:echo a:b", Ok(("a.j2", "b.cfg", Some("echo a:b")))),

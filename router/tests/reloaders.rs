@@ -5,6 +5,7 @@
 //! Everything binds in 127.0.55.0/24, each test on its own address; every process is started
 //! here (or by the reloader under test) and ended by its PID; every file lives in a temp dir.
 
+use shoal_testkit::wrk::{WrkCounts, write_counts_lua};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -464,59 +465,6 @@ async fn nginx_reports_a_listen_conflict_after_its_bind_retries() {
 // ---------------------------------------------------------------------------------------------
 // under load (wrk): master-worker loses nothing; the naive restart does
 
-/// wrk's totals, from the Lua counter (edge.md §2.1).
-#[derive(Debug, Default, PartialEq)]
-struct WrkCounts {
-    ok2xx: u64,
-    non2xx: u64,
-    connect: u64,
-    read: u64,
-    write: u64,
-    timeout: u64,
-}
-
-impl WrkCounts {
-    fn parse(out: &str) -> Option<WrkCounts> {
-        let line = out.lines().find(|l| l.starts_with("LUA "))?;
-        let get = |k: &str| line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{k}=")))?.parse().ok();
-        Some(WrkCounts {
-            ok2xx: get("ok2xx")?,
-            non2xx: get("non2xx")?,
-            connect: get("connect")?,
-            read: get("read")?,
-            write: get("write")?,
-            timeout: get("timeout")?,
-        })
-    }
-    fn socket_errors(&self) -> u64 {
-        self.connect + self.read + self.write + self.timeout
-    }
-}
-
-const COUNTS_LUA: &str = r#"
-local threads = {}
-function setup(thread) table.insert(threads, thread) end
-function init(args) ok2xx = 0; non2xx = 0 end
-function response(status, headers, body)
-  if status >= 200 and status < 300 then ok2xx = ok2xx + 1 else non2xx = non2xx + 1 end
-end
-function done(summary, latency, requests)
-  local ok, bad = 0, 0
-  for _, t in ipairs(threads) do ok = ok + t:get("ok2xx"); bad = bad + t:get("non2xx") end
-  local e = summary.errors
-  io.write(string.format("LUA ok2xx=%d non2xx=%d connect=%d read=%d write=%d timeout=%d\n",
-    ok, bad, e.connect, e.read, e.write, e.timeout))
-end
-"#;
-
-#[test]
-fn wrk_lines_parse() {
-    let out = "Running 12s test\n  Socket errors: connect 0, read 3\nLUA ok2xx=10 non2xx=1 connect=0 read=3 write=0 timeout=2\n";
-    let want = WrkCounts { ok2xx: 10, non2xx: 1, connect: 0, read: 3, write: 0, timeout: 2 };
-    assert_eq!(WrkCounts::parse(out), Some(want));
-    assert_eq!(WrkCounts::parse("no lua line"), None);
-}
-
 /// HAProxy in front of one nginx backend; generation N sets `X-Gen: N` and the backend's weight.
 fn proxied_haproxy(listen: SocketAddr, backend: SocketAddr, generation: u64) -> String {
     format!(
@@ -559,9 +507,9 @@ async fn load_run(ip: &str, method: Method, close: bool) -> WrkCounts {
     let gen_probe = HttpProbe { addr: listen, path: "/".into() };
     wait_for("haproxy to serve", Duration::from_secs(10), async || gen_probe.generation().await == Ok(1)).await;
 
-    std::fs::write(dir.path().join("counts.lua"), COUNTS_LUA).unwrap();
+    let lua = write_counts_lua(dir.path());
     let mut wrk = tokio::process::Command::new("wrk");
-    wrk.args(["-t2", "-c32", "-d13s", "-s"]).arg(dir.path().join("counts.lua"));
+    wrk.args(["-t2", "-c32", "-d13s", "-s"]).arg(&lua);
     if close {
         wrk.args(["-H", "Connection: close"]);
     }

@@ -161,7 +161,8 @@ async fn bursts_fold_kv_is_watched_and_failures_keep_the_last_good_config() {
 
     // Failures: each keeps the last good file and shows on the status; the next good pass clears it.
     let good = read(&dest);
-    let fails: Vec<(&str, Box<dyn Fn()>)> = vec![
+    type BreakIt<'a> = Box<dyn Fn() + 'a>;
+    let fails: Vec<(&str, BreakIt)> = vec![
         ("render", Box::new(|| std::fs::write(&src, "{% for %}\n").unwrap())),
         ("check", Box::new(|| std::fs::write(&src, "no marker here\n").unwrap())),
         ("read", Box::new(|| std::fs::remove_file(&src).unwrap())),

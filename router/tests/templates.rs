@@ -30,7 +30,10 @@ fn inst(service: &str, node: &str, id: &str, addr: &str, port: u16, status: &'st
     }
 }
 
-fn view(services: Vec<(&str, Vec<InstanceView>, &[(&str, &str)])>) -> View {
+/// A service: its name, its instances, its labels.
+type ServiceCase<'a> = (&'a str, Vec<InstanceView>, &'a [(&'a str, &'a str)]);
+
+fn view(services: Vec<ServiceCase>) -> View {
     let mut v = View { domain: "shoal".into(), index: 42, ..View::default() };
     for (name, mut list, labels) in services {
         let labels: BTreeMap<String, String> = labels.iter().map(|(k, x)| (k.to_string(), x.to_string())).collect();

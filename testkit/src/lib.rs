@@ -7,6 +7,7 @@
 
 pub mod docker;
 mod kv;
+pub mod wrk;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use shoal_router::reload::haproxy::{HaproxyMaster, HaproxyOptions};
 use shoal_router::reload::nginx::{NginxMaster, NginxOptions};
 use shoal_router::reload::{CommandReloader, Reloader};
-use shoal_router::runner::{Options, Router, Starter};
+use shoal_router::runner::{EnvLookup, Options, Router, Starter};
 use shoal_router::source::ApiSource;
 use shoal_router::template::{Job, TemplateSpec};
 
@@ -121,7 +121,7 @@ pub async fn run(http_addr: &str, args: RouterArgs) -> Result<()> {
         };
         jobs.push((Job::new(spec.clone(), check, reloader), starter));
     }
-    let env: Arc<dyn Fn(&str) -> Option<String> + Send + Sync> = Arc::new(|k: &str| std::env::var(k).ok());
+    let env: EnvLookup = Arc::new(|k: &str| std::env::var(k).ok());
     let mut router = Router::new(source, jobs, Options { wait, domain: args.domain.clone() }, env);
     if args.once {
         if exec.is_some() {
