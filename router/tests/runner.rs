@@ -206,3 +206,36 @@ async fn an_unwritable_destination_is_reported_and_once_exits_with_the_errors() 
     assert_eq!(errors.len(), 1);
     assert!(errors[0].contains("write") && errors[0].contains("missing-dir"), "{errors:?}");
 }
+
+#[tokio::test]
+async fn an_edited_template_is_rendered_again_with_no_catalog_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dest) = (dir.path().join("t.j2"), dir.path().join("out.cfg"));
+    std::fs::write(&src, "v1 {{ services.web | length }}\n").unwrap();
+    let source = Scripted::new();
+    let spec = TemplateSpec { source: src.clone(), dest: dest.clone(), command: None };
+    let router = Router::new(
+        source.clone(),
+        vec![(Job::new(spec, None, None), None)],
+        Options::default(),
+        Arc::new(|_: &str| None),
+    );
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(router.run(async move {
+        let _ = stop_rx.await;
+    }));
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    eventually("the first render", || read(&dest) == "v1 1\n").await;
+    let reads = source.snapshot_reads.load(Ordering::Relaxed);
+    // An editor's save: a new file renamed over the old one.
+    let tmp = dir.path().join(".t.j2.swp");
+    std::fs::write(&tmp, "v2 {{ services.web | length }}\n").unwrap();
+    std::fs::rename(&tmp, &src).unwrap();
+    eventually("the edit rendered", || read(&dest) == "v2 1\n").await;
+    // In place, too.
+    std::fs::write(&src, "v3\n").unwrap();
+    eventually("the in-place edit rendered", || read(&dest) == "v3\n").await;
+    assert!(source.snapshot_reads.load(Ordering::Relaxed) <= reads + 1, "no catalog read was needed");
+    let _ = stop_tx.send(());
+    run.await.unwrap();
+}
