@@ -72,7 +72,7 @@ pub struct Manager {
 }
 
 /// redb's page cache (see where the database is opened).
-const REDB_CACHE_BYTES: usize = 4 << 20;
+const REDB_CACHE_BYTES: usize = 1 << 20;
 
 impl Manager {
     /// Starts a manager whose identity and certificate are settled (see [`crate::node::start`]):
