@@ -129,14 +129,17 @@ fn catalog_heap_per_instance() {
     assert!(per_instance > 0.0 && per_entry > 0.0);
 }
 
-/// The goal, for the catalog's own tables (bench/RESULTS.md, "Catalog at scale", has the
-/// manager's whole RSS, which holds more than the tables). 7.0 KB before the layout of
-/// `model/src/catalog` changed (one-entry `BTreeMap`s, heap `String`s), 766 B after.
+/// The catalog's own tables, well under the goal of 1 KiB per instance for the whole
+/// manager (bench/RESULTS.md, "Catalog at scale", has the manager's RSS, which holds more than
+/// the tables: the DNS snapshot, the log's newest entries, redb's cache, the allocator's slack).
+/// 7.0 KB before the layout of `model/src/catalog` changed (one-entry `BTreeMap`s, heap
+/// `String`s), 766 B after; 582 B since instances are one shared `Arc` each in one sorted `Vec`
+/// per service, manual check definitions take no room and an `Arc<Instance>` fits in 256 B.
 #[test]
-fn catalog_keeps_under_1_kib_per_instance() {
+fn catalog_keeps_under_640_bytes_per_instance() {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (per_instance, _) = measure();
-    assert!(per_instance < 1024.0, "the catalog keeps {per_instance:.0} B per instance");
+    assert!(per_instance < 640.0, "the catalog keeps {per_instance:.0} B per instance");
 }
 
 /// Instance 0 as the catalog stores it.

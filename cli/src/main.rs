@@ -1,6 +1,7 @@
 //! `shoal`: one binary for the cluster's nodes and its command line.
 
 mod agent;
+mod alloc;
 mod client;
 mod commands;
 mod dns;

@@ -187,7 +187,7 @@ impl Ctx<'_> {
                 Health::Warning => !self.cfg.only_passing,
                 Health::Critical | Health::Maintenance => false,
             })
-            .filter(|i| tag.is_none_or(|t| i.tags.iter().any(|it| it.eq_ignore_ascii_case(t))))
+            .filter(|i| tag.is_none_or(|t| i.tags().iter().any(|it| it.eq_ignore_ascii_case(t))))
             .collect();
         if live.is_empty() {
             return None;
@@ -209,7 +209,7 @@ impl Ctx<'_> {
             RecordType::SRV => {
                 let mut seen = HashSet::new();
                 live.iter()
-                    .filter(|i| seen.insert((&i.node, &i.address, i.port)))
+                    .filter(|i| seen.insert((i.node(), &i.address, i.port())))
                     .filter_map(|i| self.srv(i, ttl))
                     .collect()
             }
@@ -221,8 +221,8 @@ impl Ctx<'_> {
     /// One SRV and the glue that resolves its target.
     fn srv(&self, i: &SnapshotInstance, ttl: u32) -> Option<Entry> {
         let weight = match i.health {
-            Health::Warning => i.weights.warning,
-            _ => i.weights.passing,
+            Health::Warning => i.weights().warning,
+            _ => i.weights().passing,
         };
         let weight = weight.min(u16::MAX as u32) as u16;
         if i.address.is_empty() {
@@ -232,7 +232,7 @@ impl Ctx<'_> {
             Ok(ip) => {
                 // The node's own address: its node name, which the node lookup answers. Else the
                 // synthetic `.addr` name, which the addr lookup answers.
-                let by_node = (!i.own_address).then(|| self.under_dc(&format!("{}.node", i.node))).flatten();
+                let by_node = (!i.own_address).then(|| self.under_dc(&format!("{}.node", i.node()))).flatten();
                 let target = match by_node {
                     Some(t) => t,
                     None => self.under_dc(&format!("{}.addr", names::encode_addr(ip)))?,
@@ -246,7 +246,7 @@ impl Ctx<'_> {
                 (host, Vec::new())
             }
         };
-        let record = Record::from_rdata(self.qname.clone(), ttl, RData::SRV(SRV::new(1, weight, i.port, target)));
+        let record = Record::from_rdata(self.qname.clone(), ttl, RData::SRV(SRV::new(1, weight, i.port(), target)));
         Some(Entry { record, glue })
     }
 

@@ -21,15 +21,16 @@ use crate::server::SnapshotHandle;
 /// Where snapshots come from: a blocking read of the catalog as discovery sees it.
 #[async_trait]
 pub trait SnapshotSource: Send + Sync {
-    /// The catalog once its index moved past `index`, or as it is when `wait` passed.
-    async fn snapshot(&self, index: u64, wait: Duration) -> Result<Snapshot, String>;
+    /// The catalog once its index moved past `index`, or as it is when `wait` passed (shared: a
+    /// manager hands out the copy it keeps for its next partial rebuild).
+    async fn snapshot(&self, index: u64, wait: Duration) -> Result<Arc<Snapshot>, String>;
 }
 
 /// A manager reads its own replica.
 #[cfg(feature = "registry")]
 #[async_trait]
 impl SnapshotSource for Manager {
-    async fn snapshot(&self, index: u64, wait: Duration) -> Result<Snapshot, String> {
+    async fn snapshot(&self, index: u64, wait: Duration) -> Result<Arc<Snapshot>, String> {
         Ok(self.catalog_snapshot(index, wait).await)
     }
 }
@@ -38,14 +39,14 @@ impl SnapshotSource for Manager {
 #[cfg(feature = "registry")]
 #[async_trait]
 impl SnapshotSource for Worker {
-    async fn snapshot(&self, index: u64, wait: Duration) -> Result<Snapshot, String> {
-        self.catalog_snapshot(index, wait).await.map_err(|e| e.to_string())
+    async fn snapshot(&self, index: u64, wait: Duration) -> Result<Arc<Snapshot>, String> {
+        self.catalog_snapshot(index, wait).await.map(Arc::new).map_err(|e| e.to_string())
     }
 }
 
 #[async_trait]
 impl<S: SnapshotSource + ?Sized> SnapshotSource for Arc<S> {
-    async fn snapshot(&self, index: u64, wait: Duration) -> Result<Snapshot, String> {
+    async fn snapshot(&self, index: u64, wait: Duration) -> Result<Arc<Snapshot>, String> {
         (**self).snapshot(index, wait).await
     }
 }

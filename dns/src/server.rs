@@ -99,8 +99,8 @@ impl SnapshotHandle {
     }
 
     /// Replaces the snapshot; queries already running keep the one they took.
-    pub fn set(&self, snap: Snapshot) {
-        self.current.send_replace(Arc::new(snap));
+    pub fn set(&self, snap: impl Into<Arc<Snapshot>>) {
+        self.current.send_replace(snap.into());
     }
 
     /// The index of the snapshot now.

@@ -20,11 +20,11 @@ struct Scripted {
 
 #[async_trait]
 impl SnapshotSource for Scripted {
-    async fn snapshot(&self, index: u64, wait: Duration) -> Result<Snapshot, String> {
+    async fn snapshot(&self, index: u64, wait: Duration) -> Result<Arc<Snapshot>, String> {
         self.calls.lock().unwrap().push(index);
         let next = self.steps.lock().unwrap().pop_front();
         match next {
-            Some(step) => step,
+            Some(step) => step.map(Arc::new),
             None => {
                 tokio::time::sleep(wait).await;
                 Err("script over".into())

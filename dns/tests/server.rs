@@ -23,17 +23,17 @@ use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 
 fn inst(id: &str, node: &str, address: &str, own: bool, port: u16) -> SnapshotInstance {
-    SnapshotInstance {
-        id: id.into(),
-        node: node.into(),
-        address: address.into(),
-        own_address: own,
+    SnapshotInstance::new(
+        id.into(),
+        node.into(),
+        address.into(),
+        own,
         port,
-        tags: vec!["v1".into()],
-        meta: Default::default(),
-        health: Health::Passing,
-        weights: Weights::default(),
-    }
+        vec!["v1".into()],
+        Default::default(),
+        Health::Passing,
+        Weights::default(),
+    )
 }
 
 fn snapshot() -> Snapshot {

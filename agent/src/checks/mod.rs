@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use shoal_model::CommandResult;
 use shoal_model::catalog::reap::expired_on_node;
-use shoal_model::catalog::{CatalogCommand, Check, CheckKind, Health, Instance};
+use shoal_model::catalog::{CatalogCommand, Check, CheckDef, CheckKind, Health, Instance};
 use shoal_registry::control::catalog::NodeCatalog;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinSet};
@@ -260,7 +260,7 @@ impl Runner {
         };
         seen.insert(c.id.to_string());
         self.outbox.stored(&c.id, c.status, &c.output);
-        let spec = Spec { def: c.def.clone(), container };
+        let spec = Spec { def: CheckDef::clone(&c.def), container };
         if let Some(r) = self.checks.get(c.id.as_str())
             && r.spec == spec
         {

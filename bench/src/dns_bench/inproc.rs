@@ -44,21 +44,23 @@ pub fn snapshot(layout: &Layout) -> Snapshot {
     let mut nodes = BTreeMap::new();
     for s in 0..layout.services {
         let mut instances: Vec<SnapshotInstance> = (s * layout.instances..(s + 1) * layout.instances)
-            .map(|k| SnapshotInstance {
-                id: layout.instance_id(k).into(),
-                node: layout.node_name(k).into(),
-                address: layout.node_addr(k).into(),
-                own_address: false,
-                port: (BASE_PORT + k) as u16,
-                tags: vec!["bench".into(), format!("v{}", k % 3).into()],
-                meta: [("version".into(), "1.0.0".into())].into(),
-                health: Health::Passing,
-                weights: Weights::default(),
+            .map(|k| {
+                SnapshotInstance::new(
+                    layout.instance_id(k).into(),
+                    layout.node_name(k).into(),
+                    layout.node_addr(k).into(),
+                    false,
+                    (BASE_PORT + k) as u16,
+                    vec!["bench".into(), format!("v{}", k % 3).into()],
+                    [("version".into(), "1.0.0".into())].into(),
+                    Health::Passing,
+                    Weights::default(),
+                )
             })
             .collect();
-        instances.sort_by(|a, b| (&a.node, &a.id).cmp(&(&b.node, &b.id)));
+        instances.sort_by(|a, b| (a.node(), a.id()).cmp(&(b.node(), b.id())));
         for i in &instances {
-            nodes.insert(i.node.to_string(), SnapshotNode { address: i.address.to_string(), meta: BTreeMap::new() });
+            nodes.insert(i.node().to_string(), SnapshotNode { address: i.address.to_string(), meta: BTreeMap::new() });
         }
         services.insert(layout.service(s * layout.instances), Arc::new(instances));
     }

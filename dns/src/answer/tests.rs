@@ -10,17 +10,17 @@ use shoal_model::catalog::{Health, Weights};
 use super::*;
 
 fn inst(id: &str, node: &str, address: &str, own: bool, port: u16, tags: &[&str], health: Health) -> SnapshotInstance {
-    SnapshotInstance {
-        id: id.into(),
-        node: node.into(),
-        address: address.into(),
-        own_address: own,
+    SnapshotInstance::new(
+        id.into(),
+        node.into(),
+        address.into(),
+        own,
         port,
-        tags: tags.iter().map(|t| (*t).into()).collect(),
-        meta: Default::default(),
+        tags.iter().map(|t| (*t).into()).collect(),
+        Default::default(),
         health,
-        weights: Weights { passing: 10, warning: 2 },
-    }
+        Weights { passing: 10, warning: 2 },
+    )
 }
 
 /// The catalog every case answers from.

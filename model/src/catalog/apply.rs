@@ -3,13 +3,14 @@
 //! wakes no watcher; a command that cannot apply is refused whole, with nothing half-written.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::validate::{validate_check, validate_instance};
 use super::{
-    Catalog, Check, CheckDef, CheckSpec, Health, Instance, InstanceSpec, MAX_CHECKS_PER_INSTANCE, NODE_MAINTENANCE_ID,
-    SERF_CHECK_ID, SERVICE_MAINTENANCE_PREFIX, Source, Text, texts, truncate_output,
+    Catalog, Check, CheckSpec, Health, Instance, InstanceSpec, MAX_CHECKS_PER_INSTANCE, NODE_MAINTENANCE_ID,
+    SERF_CHECK_ID, SERVICE_MAINTENANCE_PREFIX, Source, StoredDef, Text, texts, truncate_output,
 };
 use crate::command::{CommandResult, Refusal};
 use crate::services::{ServiceTables, TaskState};
@@ -229,8 +230,8 @@ impl Catalog {
             meta: spec.meta.clone().into(),
             weights: spec.weights,
             enable_tag_override: spec.enable_tag_override,
-            task_id: spec.task_id.as_deref().map(Text::from),
-            container_id: spec.container_id.as_deref().map(Text::from),
+            task_id: spec.task_id.as_deref().map(Box::from),
+            container_id: spec.container_id.as_deref().map(Box::from),
             checks,
             create_index: old.as_ref().filter(|o| o.name == spec.name).map_or(index, |o| o.create_index),
             modify_index: index,
@@ -303,23 +304,19 @@ impl Catalog {
         self.by_node.entry(inst.node.to_string()).or_default().insert(inst.id.clone(), inst.name.clone());
         let group = self.services.entry(inst.name.to_string()).or_default();
         group.index = index;
-        group.instances.get_or_insert_default(inst.node.clone()).insert(inst.id.clone(), inst);
+        group.instances.insert(inst);
         self.services_index = index;
     }
 
     /// Removes one instance; returns it.
-    pub(crate) fn remove_instance(&mut self, index: u64, node: &str, id: &str) -> Option<Instance> {
+    pub(crate) fn remove_instance(&mut self, index: u64, node: &str, id: &str) -> Option<Arc<Instance>> {
         let ids = self.by_node.get_mut(node)?;
         let name = ids.remove(id)?;
         if ids.is_empty() {
             self.by_node.remove(node);
         }
         let group = self.services.get_mut(name.as_str())?;
-        let on_node = group.instances.get_mut(node)?;
-        let inst = on_node.remove(id);
-        if on_node.is_empty() {
-            group.instances.remove(node);
-        }
+        let inst = group.instances.remove(node, id);
         group.index = index;
         if group.instances.is_empty() {
             self.services.remove(name.as_str());
@@ -340,8 +337,7 @@ impl Catalog {
         let Some(group) = self.services.get(service_name) else { return false };
         let found: Vec<(Text, Text)> = group
             .instances
-            .values()
-            .flat_map(|m| m.values())
+            .iter()
             .filter(|i| i.task_id.as_deref() == Some(task_id))
             .map(|i| (i.node.clone(), i.id.clone()))
             .collect();
@@ -378,7 +374,7 @@ impl Catalog {
             .iter()
             .find(|(id, name)| self.instance_in(name, node, id).is_some_and(|i| i.checks.contains_key(check_id)))
             .map(|(id, name)| (id.clone(), name.clone()))?;
-        let inst = self.services.get_mut(name.as_str())?.instances.get_mut(node)?.get_mut(id.as_str())?;
+        let inst = self.services.get_mut(name.as_str())?.instances.get_mut(node, &id)?;
         inst.checks.get_mut(check_id).map(|c| (c, Some((name, id))))
     }
 
@@ -402,7 +398,7 @@ impl Catalog {
             Some((name, id)) => {
                 if let Some(g) = self.services.get_mut(name.as_str()) {
                     g.index = index;
-                    if let Some(i) = g.instances.get_mut(node).and_then(|m| m.get_mut(id.as_str())) {
+                    if let Some(i) = g.instances.get_mut(node, &id) {
                         i.modify_index = index;
                     }
                 }
@@ -473,7 +469,7 @@ impl Catalog {
             }
             Some(sid) => {
                 let name = self.by_node[node][sid].clone();
-                let inst = self.services.get_mut(name.as_str()).and_then(|g| g.instances.get_mut(node)?.get_mut(sid));
+                let inst = self.services.get_mut(name.as_str()).and_then(|g| g.instances.get_mut(node, sid));
                 let Some(inst) = inst else { return Err(Refusal::not_found(format!("no service {sid:?}"))) };
                 if !inst.checks.contains_key(spec.id.as_str()) && inst.checks.len() >= MAX_CHECKS_PER_INSTANCE {
                     return Err(Refusal::invalid(format!(
@@ -504,9 +500,7 @@ impl Catalog {
         }
         let Some(sid) = self.check_owner(node, check_id) else { return false };
         let name = self.by_node[node][sid.as_str()].clone();
-        if let Some(i) =
-            self.services.get_mut(name.as_str()).and_then(|g| g.instances.get_mut(node)?.get_mut(sid.as_str()))
-        {
+        if let Some(i) = self.services.get_mut(name.as_str()).and_then(|g| g.instances.get_mut(node, &sid)) {
             i.checks.remove(check_id);
         }
         self.touch(index, node, Some((name, sid)));
@@ -545,7 +539,7 @@ impl Catalog {
                     id: id.as_str().into(),
                     name: name.into(),
                     notes: notes.into(),
-                    def: CheckDef::manual(),
+                    def: StoredDef::MANUAL,
                     status: Health::Maintenance,
                     output: Text::default(),
                     renewals: 0,

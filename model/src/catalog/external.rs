@@ -80,7 +80,7 @@ impl Catalog {
                         id: c.id.to_string(),
                         name: c.name.to_string(),
                         notes: c.notes.to_string(),
-                        def: c.def.clone(),
+                        def: CheckDef::clone(&c.def),
                         status: c.status,
                         output: c.output.to_string(),
                     })

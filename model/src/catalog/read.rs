@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Check, CheckDef, Health, Instance, SERF_CHECK_ID, Source, Text, Weights};
+use super::{Check, Health, Instance, SERF_CHECK_ID, Source, StoredDef, Text, Weights};
 use crate::node::{NodeRecord, NodeStatus, Role};
 use crate::state::State;
 
@@ -157,7 +157,7 @@ impl State {
             id: SERF_CHECK_ID.into(),
             name: "Serf Health Status".into(),
             notes: String::new().into(),
-            def: CheckDef::manual(),
+            def: StoredDef::MANUAL,
             status,
             output: output.into(),
             renewals: 0,
@@ -207,10 +207,20 @@ impl State {
     /// The checks that decide `i`'s health: its node's (the maintenance checks of other instances
     /// on the node left out), then its own.
     fn entry(&self, node: &NodeView, i: &Instance, node_checks: &[CheckView]) -> HealthEntry {
-        let mut checks: Vec<CheckView> =
-            node_checks.iter().filter(|c| c.service_id.is_empty() || c.service_id == i.id).cloned().collect();
+        let mut checks: Vec<CheckView> = Self::node_checks_of(i, node_checks).cloned().collect();
         checks.extend(Self::instance_checks(i));
         HealthEntry { node: node.clone(), instance: i.clone(), checks }
+    }
+
+    /// Of its node's checks, those that decide `i`'s health (not other instances' maintenance).
+    fn node_checks_of<'a>(i: &'a Instance, node_checks: &'a [CheckView]) -> impl Iterator<Item = &'a CheckView> {
+        node_checks.iter().filter(|c| c.service_id.is_empty() || c.service_id == i.id)
+    }
+
+    /// What [`HealthEntry::health`] of `i`'s entry is, without building the entry.
+    pub(crate) fn instance_health(i: &Instance, node_checks: &[CheckView]) -> Health {
+        let node = Self::node_checks_of(i, node_checks).map(|c| c.check.status);
+        Health::worst(node.chain(i.checks.values().map(|c| c.status)))
     }
 
     /// The instances of the built-in `consul` service: one per manager, on its cluster port.
@@ -253,7 +263,7 @@ impl State {
         }
         let Some(g) = self.catalog.services.get(name) else { return self.catalog.services_index };
         let mut index = g.index;
-        for node in g.instances.keys() {
+        for node in g.instances.nodes() {
             if let Some(n) = self.cluster_node_named(node) {
                 index = index.max(n.modify_index);
             }
@@ -272,10 +282,10 @@ impl State {
         }
         let Some(g) = self.catalog.services.get(name) else { return (index, Vec::new()) };
         let mut out = Vec::new();
-        for (node, instances) in &g.instances {
+        for (node, instances) in g.instances.by_node() {
             let Some(view) = self.catalog_node(node) else { continue };
             let node_checks = self.node_level_checks(node);
-            out.extend(instances.values().map(|i| self.entry(&view, i, &node_checks)));
+            out.extend(instances.iter().map(|i| self.entry(&view, i, &node_checks)));
         }
         (index, out)
     }
@@ -287,14 +297,7 @@ impl State {
             .services
             .iter()
             .map(|(name, g)| {
-                (
-                    name.clone(),
-                    g.instances
-                        .values()
-                        .flat_map(|m| m.values())
-                        .flat_map(|i| i.tags.iter().map(|t| t.to_string()))
-                        .collect(),
-                )
+                (name.clone(), g.instances.iter().flat_map(|i| i.tags.iter().map(|t| t.to_string())).collect())
             })
             .collect();
         out.insert(CONSUL_SERVICE.into(), BTreeSet::new());
@@ -343,7 +346,7 @@ impl State {
     pub fn service_checks(&self, name: &str) -> Vec<CheckView> {
         let mut out = Vec::new();
         if let Some(g) = self.catalog.services.get(name) {
-            for i in g.instances.values().flat_map(|m| m.values()) {
+            for i in &g.instances {
                 out.extend(Self::instance_checks(i));
             }
         }

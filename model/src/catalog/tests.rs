@@ -456,7 +456,7 @@ fn the_snapshot_resolves_addresses_and_health() {
     let snap = s.catalog_snapshot();
     let web = &snap.services["web"];
     let got: Vec<(&str, &str, bool, Health)> =
-        web.iter().map(|i| (i.id.as_str(), i.address.as_str(), i.own_address, i.health)).collect();
+        web.iter().map(|i| (i.id().as_str(), i.address.as_str(), i.own_address, i.health)).collect();
     assert_eq!(got, [("web-1", "172.17.0.2", true, Health::Warning), ("web-2", "10.0.0.2", false, Health::Passing)]);
     assert_eq!(snap.nodes["n1"].address, "10.0.0.1");
     assert!(snap.services.contains_key("consul"));

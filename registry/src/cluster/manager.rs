@@ -72,7 +72,7 @@ pub struct Manager {
 }
 
 /// redb's page cache (see where the database is opened).
-const REDB_CACHE_BYTES: usize = 4 << 20;
+const REDB_CACHE_BYTES: usize = 256 << 10;
 
 impl Manager {
     /// Starts a manager whose identity and certificate are settled (see [`crate::node::start`]):
@@ -105,7 +105,8 @@ impl Manager {
 
         // redb's page cache defaults to a 1 GiB ceiling that it fills with every page written and
         // keeps. Shoal reads the database only at start (the log has a mirror in memory; the state
-        // is in memory), so a small cache costs nothing and bounds the manager's memory.
+        // is in memory), so a small cache bounds the manager's memory: 4 MiB of it was 410 B per
+        // instance of a 10,000-instance catalog (bench/RESULTS.md, "Catalog at scale").
         let db = redb::Database::builder()
             .set_cache_size(REDB_CACHE_BYTES)
             .create(dir.join(DB_FILE))

@@ -76,8 +76,9 @@ impl Manager {
 
     /// The catalog as discovery answers from it, once it changed after `index` (or `wait` passed):
     /// what a node's DNS server and routers keep a copy of. The wait looks at the catalog's index
-    /// only; the copy (O(catalog)) is built once, when it is answered.
-    pub async fn catalog_snapshot(&self, index: u64, wait: Duration) -> shoal_model::catalog::snapshot::Snapshot {
+    /// only; the copy (O(catalog)) is built once, when it is answered, and shared: the node's own
+    /// DNS feed holds the same `Arc` as the cache the next rebuild starts from.
+    pub async fn catalog_snapshot(&self, index: u64, wait: Duration) -> Arc<shoal_model::catalog::snapshot::Snapshot> {
         let deadline = tokio::time::Instant::now() + wait.min(Duration::from_secs(300));
         let view = self.view().clone();
         self.view().watch().query(index, deadline, || view.read(|s| (s.catalog_snapshot_index(), ()))).await;
@@ -87,9 +88,10 @@ impl Manager {
             p => Some(s.catalog_snapshot_from(p.as_deref())),
         });
         match next {
-            None => prev.map(|p| (*p).clone()).unwrap_or_default(),
+            None => prev.unwrap_or_default(),
             Some(next) => {
-                *self.catalog_snapshot.lock().expect("snapshot lock") = Some(Arc::new(next.clone()));
+                let next = Arc::new(next);
+                *self.catalog_snapshot.lock().expect("snapshot lock") = Some(next.clone());
                 next
             }
         }
@@ -165,7 +167,7 @@ async fn node_view(
 
 /// Any node's DNS server and routers: the whole catalog as discovery sees it (blocking).
 async fn snapshot(State(m): State<Arc<Manager>>, Bincode(req): Bincode<NodeCatalogRequest>) -> Response {
-    encode(&m.catalog_snapshot(req.index, Duration::from_millis(req.wait_ms)).await)
+    encode(&*m.catalog_snapshot(req.index, Duration::from_millis(req.wait_ms)).await)
 }
 
 async fn node_write(
