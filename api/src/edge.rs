@@ -23,8 +23,8 @@ use crate::query::Query;
 pub struct EdgeSnapshot {
     /// The index to pass as `?index=` to wait for the next change.
     pub index: u64,
-    /// The catalog (instances by service, nodes).
-    pub catalog: Snapshot,
+    /// The catalog (instances by service, nodes): the manager's own copy, shared.
+    pub catalog: Arc<Snapshot>,
     /// Each Shoal service's labels, by service name (services registered otherwise have none).
     pub service_labels: BTreeMap<String, BTreeMap<String, String>>,
 }

@@ -74,15 +74,15 @@ impl View {
                 .iter()
                 .map(|i| InstanceView {
                     service: name.clone(),
-                    id: i.id.to_string(),
-                    node: i.node.to_string(),
+                    id: i.id().to_string(),
+                    node: i.node().to_string(),
                     address: i.address.to_string(),
-                    port: i.port,
-                    tags: i.tags.iter().map(|t| t.to_string()).collect(),
-                    meta: i.meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                    port: i.port(),
+                    tags: i.tags().iter().map(|t| t.to_string()).collect(),
+                    meta: i.meta().iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
                     status: i.health.as_str(),
                     labels: labels.clone(),
-                    weight: if i.health == Health::Warning { i.weights.warning } else { i.weights.passing },
+                    weight: if i.health == Health::Warning { i.weights().warning } else { i.weights().passing },
                 })
                 .collect();
             instances.insert(name.clone(), views);
