@@ -239,7 +239,8 @@ struct WrkResult {
 fn start_wrk(port: u16, host: &str, close: bool, secs: u64, dir: &Path) -> Child {
     let lua = write_counts_lua(dir);
     let mut cmd = Command::new("wrk");
-    cmd.args(["-t2", "-c32", &format!("-d{secs}s"), "--latency", "-s"]).arg(&lua);
+    // A 10 s timeout (wrk's default is 2 s): on a starved CPU a slow answer is not a dropped one.
+    cmd.args(["-t2", "-c32", &format!("-d{secs}s"), "--timeout", "10s", "--latency", "-s"]).arg(&lua);
     cmd.args(["-H", &format!("Host: {host}")]);
     if close {
         cmd.args(["-H", "Connection: close"]);
