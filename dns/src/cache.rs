@@ -35,7 +35,10 @@
 //! every order comes up and each instance is first equally often.
 //!
 //! **Bounded.** Only names actually asked are kept, at most [`CACHE_BYTES`] of replies per
-//! handler (each entry counted with [`ENTRY_OVERHEAD`]); past that the oldest entries go first.
+//! handler (each entry counted with [`ENTRY_OVERHEAD`]). Once full, one miss in
+//! [`ADMIT_WHEN_FULL`] makes an entry and the oldest go; the other misses are answered uncached:
+//! a working set larger than the cache asked round and round (which FIFO or LRU would miss every
+//! time) then costs a miss about what no cache would, not a fill.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -61,6 +64,11 @@ pub const CACHE_BYTES: usize = 4 << 20;
 /// What an entry costs beyond its bytes: the map's slot, the key's copy in the eviction queue, the
 /// allocations' headers.
 pub const ENTRY_OVERHEAD: usize = 160;
+/// Once the cache is full, one miss in this many (on average) makes an entry, replacing the oldest;
+/// the others are answered uncached.
+pub const ADMIT_WHEN_FULL: u64 = 16;
+/// The cache counts as full this close to [`CACHE_BYTES`] (about an entry's size).
+const FULL_MARGIN: usize = 4096;
 /// A DNS header's length: the question starts right after it.
 const HEADER_LEN: usize = 12;
 
@@ -208,7 +216,8 @@ impl AnswerCache {
             question,
         };
         let snap = handler.snapshot();
-        let (entry, filled) = match self.get(&snap, &key) {
+        let (found, full) = self.get(&snap, &key);
+        let (entry, filled) = match found {
             Some(e) if e.variants.len() > 1 && rng.next_u64().is_multiple_of(RESHUFFLE_EVERY) => {
                 match self.fill(handler, &request, key, &snap, rng) {
                     Some(fresh) => (fresh, true),
@@ -216,6 +225,10 @@ impl AnswerCache {
                 }
             }
             Some(e) => (e, false),
+            // Full: most misses go uncached (one reply, not a fill's several), so a working set
+            // larger than the cache, asked round and round, costs little more than no cache;
+            // the rest replace the oldest entries, so a new working set still comes in.
+            None if full && !rng.next_u64().is_multiple_of(ADMIT_WHEN_FULL) => return Cached::Uncached,
             None => match self.fill(handler, &request, key, &snap, rng) {
                 Some(e) => (e, true),
                 None => return Cached::Uncached,
@@ -237,13 +250,14 @@ impl AnswerCache {
         Cached::Sent { seed: variant.seed, filled }
     }
 
-    /// The entry for `key` if the cache's generation is `snap`'s.
-    fn get(&self, snap: &Arc<Snapshot>, key: &Key) -> Option<Arc<Entry>> {
+    /// The entry for `key` if the cache's generation is `snap`'s, and whether that generation
+    /// is full (within [`FULL_MARGIN`] of [`CACHE_BYTES`]).
+    fn get(&self, snap: &Arc<Snapshot>, key: &Key) -> (Option<Arc<Entry>>, bool) {
         let generation = self.generation.read().unwrap_or_else(|e| e.into_inner());
         if !generation.is_for(snap) {
-            return None;
+            return (None, false);
         }
-        generation.entries.get(key).cloned()
+        (generation.entries.get(key).cloned(), generation.bytes + FULL_MARGIN > CACHE_BYTES)
     }
 
     /// Makes the entry for `key` from `snap` and keeps it if `snap` is still current; `None` if
