@@ -317,8 +317,12 @@ fn secs(d: Duration) -> u32 {
 fn trim(query: &Query, entries: Vec<Entry>, udp_limit: Option<usize>) -> Answer {
     let limit = udp_limit.unwrap_or(MAX_MESSAGE_SIZE).min(MAX_MESSAGE_SIZE);
     let cap = if udp_limit.is_some_and(|l| l <= CLASSIC_UDP_SIZE) { UDP_ANSWER_LIMIT } else { usize::MAX };
-    let question = question_of(query);
-    let full_fits = encoded_len(question.as_ref(), &entries) <= limit;
+    // The exact size (hickory's encoder) only when the upper bound does not already fit: a
+    // whole encoding just to measure was 17 % of the server's time at 10,000 instances.
+    let question = std::cell::OnceCell::new();
+    let question = || question.get_or_init(|| question_of(query)).as_ref();
+    let full_fits =
+        upper_bound(query, &entries).is_some_and(|b| b <= limit) || encoded_len(question(), &entries) <= limit;
     let keep = if full_fits {
         entries.len().min(cap)
     } else {
@@ -326,7 +330,7 @@ fn trim(query: &Query, entries: Vec<Entry>, udp_limit: Option<usize>) -> Answer 
         let (mut lo, mut hi) = (1, entries.len().min(cap));
         while lo < hi {
             let mid = (lo + hi).div_ceil(2);
-            if encoded_len(question.as_ref(), &entries[..mid]) <= limit {
+            if encoded_len(question(), &entries[..mid]) <= limit {
                 lo = mid;
             } else {
                 hi = mid - 1;
@@ -347,6 +351,33 @@ fn sections(entries: &[Entry]) -> (Vec<Record>, Vec<Record>) {
         }
     }
     (entries.iter().map(|e| e.record.clone()).collect(), additionals)
+}
+
+/// A size the response holding `entries` never exceeds (without the OPT record): the header, the
+/// question and every record spelled out without compression, shared glue counted each time.
+/// `None` for a record type it has no bound for.
+fn upper_bound(query: &Query, entries: &[Entry]) -> Option<usize> {
+    // A name's wire form is at most its text form (`Name::len`) plus 2: the first length byte
+    // and the root, for a name without its final dot.
+    let name = |n: &Name| n.len() + 2;
+    let record = |r: &Record| {
+        let data = match &r.data {
+            RData::A(_) => 4,
+            RData::AAAA(_) => 16,
+            RData::SRV(srv) => 6 + name(&srv.target),
+            _ => return None,
+        };
+        // type, class, TTL, RDLENGTH
+        Some(name(&r.name) + 10 + data)
+    };
+    let mut total = 12 + name(query.name()) + 4;
+    for e in entries {
+        total += record(&e.record)?;
+        for g in &e.glue {
+            total += record(g)?;
+        }
+    }
+    Some(total)
 }
 
 /// The size of the response message holding `entries`, encoded by hickory-server's own response

@@ -35,6 +35,7 @@ use shoal_model::catalog::snapshot::{Snapshot, SnapshotInstance, SnapshotNode};
 use shoal_model::catalog::{Health, Weights};
 
 use crate::answer::{CLASSIC_UDP_SIZE, DnsConfig};
+use crate::cache::{AnswerCache, Cached, Rng};
 use crate::server::{DnsHandler, SnapshotHandle};
 
 /// Where the fuzzed packets come from (any address the server would answer).
@@ -157,7 +158,55 @@ pub fn check(packet: &[u8]) -> Result<Outcome, String> {
         }
         (Outcome::Answered { .. }, Err(_)) => return Err("an answer to a packet that does not parse".into()),
     }
+    check_cached(packet, &outcome, parsed.ok().as_ref())?;
     Ok(outcome)
+}
+
+/// The UDP readers' cached path for `packet` (a fresh [`AnswerCache`]: the first reply fills an
+/// entry, the next ones are hits), against the uncached `outcome` and request `parsed`:
+///
+/// * the cache drops exactly what the server drops, and answers only what the handler answers
+///   with `answer()`;
+/// * each cached reply is byte for byte the uncached reply to the same request shuffled with the
+///   seed of the variant it was copied from (the ID and the spelling patched in), and so keeps
+///   every rule of [`check_reply`].
+fn check_cached(packet: &[u8], outcome: &Outcome, parsed: Option<&Request>) -> Result<(), String> {
+    let cache = AnswerCache::default();
+    let mut rng = Rng::new(u64::from_le_bytes(*b"fuzzseed"));
+    let mut bytes = Vec::new();
+    for round in 0..3 {
+        let seed = match (cache.reply(handler(), packet, CLIENT, &mut rng, &mut bytes), outcome) {
+            (Cached::Dropped, Outcome::Dropped) | (Cached::Uncached, _) => return Ok(()),
+            (Cached::Dropped, _) => return Err("the cache dropped a datagram the server answers".into()),
+            (Cached::Sent { seed, .. }, Outcome::Answered { .. }) => seed,
+            (Cached::Sent { .. }, _) => return Err("the cache answered what the handler does not answer".into()),
+        };
+        let request = parsed.ok_or("the cache answered a packet that does not parse")?;
+        let Outcome::Answered { response: expected, handler_truncated } = serve_udp_seeded(handler(), packet, seed)?
+        else {
+            return Err("the request was not answered".into());
+        };
+        if bytes != expected {
+            return Err(format!("cached reply, round {round}: not the uncached reply for its seed"));
+        }
+        check_reply(request, &bytes, handler_truncated).map_err(|e| format!("cached reply, round {round}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// [`serve_udp`] for a request that parses, shuffled with `seed` (what the cache fills with).
+fn serve_udp_seeded(handler: &DnsHandler, packet: &[u8], seed: u64) -> Result<Outcome, String> {
+    let request = Request::from_bytes(packet.to_vec(), CLIENT, Protocol::Udp).map_err(|e| e.to_string())?;
+    let handler_truncated = Arc::new(Mutex::new(Vec::new()));
+    let recorded = handler_truncated.clone();
+    let wrap = move |inner| Recorder { inner, handler_truncated: recorded };
+    let reply = poll_once(crate::udp::reply_to(handler, &request, wrap, &handler.snapshot(), seed))
+        .ok_or("answering waited on something, with no recursor configured")?;
+    let sent = handler_truncated.lock().expect("recorder lock").clone();
+    match (reply, sent.as_slice()) {
+        (Some(response), [tc]) => Ok(Outcome::Answered { response, handler_truncated: *tc }),
+        (reply, sent) => Err(format!("{} replies sent, {} left", sent.len(), usize::from(reply.is_some()))),
+    }
 }
 
 /// The rules of a reply to a request that parsed (see [`check`]).
@@ -193,6 +242,11 @@ pub fn check_reply(request: &Request, response: &[u8], handler_truncated: bool) 
     let unechoed_formerr = meta.response_code == ResponseCode::FormErr && m.queries.is_empty();
     if m.queries != asked && !unechoed_formerr {
         return Err(format!("questions {:?} echoed as {:?}", asked, m.queries));
+    }
+    // Echoed as the client spelled it (0x20: resolvers check the case of the question).
+    let raw = request.queries.as_bytes();
+    if !unechoed_formerr && !m.queries.is_empty() && response.get(12..12 + raw.len()) != Some(raw) {
+        return Err("the question is not echoed as the client spelled it".into());
     }
     if let [q] = asked.as_slice() {
         for r in &m.answers {
@@ -428,6 +482,12 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let mut srv956 = raw_question_of(8, &wire_name(&[b"big", b"service", b"shoal"]), SRV, [1, 0, 0, 1]);
     srv956.extend_from_slice(&[0, 0, 41, 0x03, 0xbc, 0, 0, 0, 0, 0, 0, 0x3f]);
     seeds.push(("found-srv-edns-956", srv956));
+    // Mixed case through the answer cache: the client's spelling goes back in the question and
+    // the first answer's owner; the apex SOA's owner is the domain; a trimmed SRV with glue.
+    seeds.push(("cache-mixed-case-srv-700", query(43, "BiG.SeRvIcE.sHoAl.", SRV, DNSClass::IN, Some(700))));
+    seeds.push(("cache-mixed-case-soa-apex", query(44, "ShOaL.", SOA, DNSClass::IN, None)));
+    seeds.push(("cache-mixed-case-nxdomain", a(45, "NoPe.SERVICE.shoal.")));
+    seeds.push(("cache-mixed-case-tag-rfc2782", query(46, "_BIG6._V6.Service.Shoal.", SRV, DNSClass::IN, Some(1232))));
     seeds
 }
 

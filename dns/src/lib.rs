@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod answer;
+mod cache;
 pub mod feed;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;

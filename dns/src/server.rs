@@ -18,6 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
+use hickory_server::proto::op::Query;
 use hickory_server::proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_server::proto::rr::{LowerName, Name};
 use hickory_server::proto::serialize::binary::{BinDecoder, BinEncodable, BinEncoder};
@@ -32,6 +33,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::answer::{DnsConfig, answer};
+use crate::cache::AnswerCache;
 
 /// How long the recursor has to answer before the client gets SERVFAIL (Consul's
 /// `recursor_timeout`).
@@ -120,6 +122,8 @@ pub struct DnsHandler {
     cfg: DnsConfig,
     /// hickory's catalog with one forwarding zone at the root: names outside the domains.
     forwarder: Option<Catalog>,
+    /// Encoded UDP answers of the current snapshot (see [`crate::cache`]).
+    cache: AnswerCache,
 }
 
 impl DnsHandler {
@@ -127,7 +131,7 @@ impl DnsHandler {
     /// (UDP, then TCP if truncated; [`RECURSOR_TIMEOUT`], one attempt; SERVFAIL when it fails).
     pub fn new(catalog: SnapshotHandle, cfg: DnsConfig, recursor: Option<SocketAddr>) -> Result<DnsHandler, DnsError> {
         let forwarder = recursor.map(forwarder).transpose()?;
-        Ok(DnsHandler { catalog, cfg, forwarder })
+        Ok(DnsHandler { catalog, cfg, forwarder, cache: AnswerCache::default() })
     }
 }
 
@@ -147,45 +151,102 @@ fn forwarder(addr: SocketAddr) -> Result<Catalog, DnsError> {
     Ok(catalog)
 }
 
-#[async_trait]
-impl RequestHandler for DnsHandler {
-    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, response_handle: R) -> ResponseInfo {
-        // The response carries EDNS when the query did, echoing the client's buffer size.
-        let edns = request.edns.as_ref().map(|q| {
-            let mut e = Edns::new();
-            e.set_max_payload(q.max_payload().max(512)).set_version(0);
-            e
-        });
-        let asked = &request.queries;
-        if !one_plain_question(asked) {
-            let none = no_questions();
-            return send_code(request, &none, ResponseCode::FormErr, edns.as_ref(), response_handle).await;
+/// Where a request goes, by the checks every path shares (hickory's TCP server, the UDP readers,
+/// the answer cache): the cache keeps only what [`answer()`] answers, so it must agree with the
+/// handler on exactly which requests those are.
+pub(crate) enum Route<'r> {
+    /// A reply with no records and this code; `echo`: with the client's question (else none).
+    Code {
+        /// The response code.
+        code: ResponseCode,
+        /// Whether the question is echoed.
+        echo: bool,
+    },
+    /// Outside the domains, to the recursor.
+    Forward,
+    /// Under the domains: [`answer()`] decides, within `udp_limit` (`None`: TCP).
+    Answer {
+        /// The one question, as the client spelled it.
+        query: &'r Query,
+        /// The UDP budget without the OPT record.
+        udp_limit: Option<usize>,
+    },
+}
+
+impl DnsHandler {
+    /// Where `request` goes (see [`Route`]).
+    pub(crate) fn route<'r>(&self, request: &'r Request) -> Route<'r> {
+        let code = |code, echo| Route::Code { code, echo };
+        if !one_plain_question(&request.queries) {
+            return code(ResponseCode::FormErr, false);
         }
         if request.edns.as_ref().is_some_and(|q| q.version() > 0) {
-            return send_code(request, asked, ResponseCode::BADVERS, edns.as_ref(), response_handle).await;
+            return code(ResponseCode::BADVERS, true);
         }
         if request.metadata.message_type != MessageType::Query {
-            return send_code(request, asked, ResponseCode::FormErr, edns.as_ref(), response_handle).await;
+            return code(ResponseCode::FormErr, true);
         }
         if request.metadata.op_code != OpCode::Query {
-            return send_code(request, asked, ResponseCode::NotImp, edns.as_ref(), response_handle).await;
+            return code(ResponseCode::NotImp, true);
         }
         let Ok(info) = request.request_info() else {
-            return send_code(request, asked, ResponseCode::FormErr, edns.as_ref(), response_handle).await;
+            return code(ResponseCode::FormErr, true);
         };
         let query = info.query.original();
         if self.cfg.zone_of(query.name()).is_none() {
             return match &self.forwarder {
-                Some(fwd) => fwd.handle_request::<R, T>(request, response_handle).await,
-                None => send_code(request, asked, ResponseCode::Refused, edns.as_ref(), response_handle).await,
+                Some(_) => Route::Forward,
+                None => code(ResponseCode::Refused, true),
             };
         }
         let udp_limit = (request.protocol() == Protocol::Udp).then(|| match &request.edns {
             Some(q) => (q.max_payload().max(512) as usize).saturating_sub(OPT_RECORD_LEN),
             None => crate::answer::CLASSIC_UDP_SIZE,
         });
-        let snap = self.catalog.get();
-        let ans = answer(&snap, &self.cfg, query, udp_limit, rand::random());
+        Route::Answer { query, udp_limit }
+    }
+
+    /// The snapshot answered from now.
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
+        self.catalog.get()
+    }
+
+    /// The answer cache of the UDP readers.
+    pub(crate) fn cache(&self) -> &AnswerCache {
+        &self.cache
+    }
+
+    /// Answers `request` from `snap`, shuffling with `seed`: what [`RequestHandler::handle_request`]
+    /// does with the current snapshot and a random seed, and what the answer cache runs to fill an
+    /// entry (with the snapshot the entry belongs to).
+    pub(crate) async fn respond<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+        snap: &Snapshot,
+        seed: u64,
+    ) -> ResponseInfo {
+        // The response carries EDNS when the query did, echoing the client's buffer size.
+        let edns = request.edns.as_ref().map(|q| {
+            let mut e = Edns::new();
+            e.set_max_payload(q.max_payload().max(512)).set_version(0);
+            e
+        });
+        let (query, udp_limit) = match self.route(request) {
+            Route::Code { code, echo: false } => {
+                let none = no_questions();
+                return send_code(request, &none, code, edns.as_ref(), response_handle).await;
+            }
+            Route::Code { code, echo: true } => {
+                return send_code(request, &request.queries, code, edns.as_ref(), response_handle).await;
+            }
+            Route::Forward => {
+                let fwd = self.forwarder.as_ref().expect("forwarded only with a recursor");
+                return fwd.handle_request::<R, T>(request, response_handle).await;
+            }
+            Route::Answer { query, udp_limit } => (query, udp_limit),
+        };
+        let ans = answer(snap, &self.cfg, query, udp_limit, seed);
         debug!(name = %query.name(), qtype = %query.query_type(), code = %ans.code, answers = ans.answers.len(), truncated = ans.truncated, "dns answer");
 
         let mut meta = Metadata::response_from_request(&request.metadata);
@@ -200,6 +261,14 @@ impl RequestHandler for DnsHandler {
         let response =
             builder.build(meta, ans.answers.iter(), ans.authority.iter(), std::iter::empty(), ans.additionals.iter());
         send(request, response_handle, response).await
+    }
+}
+
+#[async_trait]
+impl RequestHandler for DnsHandler {
+    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, response_handle: R) -> ResponseInfo {
+        let snap = self.catalog.get();
+        self.respond::<R, T>(request, response_handle, &snap, rand::random()).await
     }
 }
 

@@ -41,13 +41,18 @@ use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{Header, MessageType, ResponseCode};
 use hickory_server::proto::serialize::binary::{BinDecodable, BinDecoder};
-use hickory_server::server::{Request, RequestHandler, ResponseHandle, ResponseHandler};
+use hickory_server::server::{Request, ResponseHandle, ResponseHandler};
 use hickory_server::zone_handler::MessageResponseBuilder;
+use shoal_model::catalog::snapshot::Snapshot;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use crate::cache::{Cached, Rng};
+use batch::{RecvBatch, SendBatch};
+
+mod batch;
 use crate::server::{DnsError, DnsHandler, no_questions};
 
 /// Readers of the one socket, at most (one per core up to this): they answer in parallel.
@@ -88,23 +93,38 @@ pub(crate) async fn reply<R: ResponseHandler>(
     wrap: impl FnOnce(ResponseHandle) -> R,
 ) -> Option<Vec<u8>> {
     let header = Header::read(&mut BinDecoder::new(&packet)).ok()?;
-    let (stream, mut sent) = BufDnsStreamHandle::new(src);
-    let mut response_handle = wrap(ResponseHandle::new(src, stream, Protocol::Udp));
     match Request::from_bytes(packet, src, Protocol::Udp) {
         Err(error) => {
             debug!(%src, %error, "formerr: the request does not parse");
+            let (stream, mut sent) = BufDnsStreamHandle::new(src);
+            let mut response_handle = wrap(ResponseHandle::new(src, stream, Protocol::Udp));
             let none = no_questions();
             let formerr = MessageResponseBuilder::new(&none, None).error_msg(&header.metadata, ResponseCode::FormErr);
             if let Err(error) = response_handle.send_response(formerr).await {
                 warn!(%src, %error, "failed to encode a formerr");
             }
             drop(response_handle);
+            sent.next().now_or_never().flatten().map(|m| m.into_parts().0)
         }
-        Ok(request) if request.metadata.message_type == MessageType::Response => return None,
-        Ok(request) => {
-            handler.handle_request::<_, TokioTime>(&request, response_handle).await;
-        }
+        Ok(request) if request.metadata.message_type == MessageType::Response => None,
+        Ok(request) => reply_to(handler, &request, wrap, &handler.snapshot(), rand::random()).await,
     }
+}
+
+/// The reply to a parsed `request` (not a response) from `snap`, shuffled with `seed`, encoded by
+/// hickory's `ResponseHandle` for UDP: the second half of [`reply`], which the answer cache also
+/// runs to fill its entries.
+pub(crate) async fn reply_to<R: ResponseHandler>(
+    handler: &DnsHandler,
+    request: &Request,
+    wrap: impl FnOnce(ResponseHandle) -> R,
+    snap: &Snapshot,
+    seed: u64,
+) -> Option<Vec<u8>> {
+    let src = request.src();
+    let (stream, mut sent) = BufDnsStreamHandle::new(src);
+    let response_handle = wrap(ResponseHandle::new(src, stream, Protocol::Udp));
+    handler.respond::<_, TokioTime>(request, response_handle, snap, seed).await;
     // The response handle queued its datagram when it sent; every sender is gone by now.
     sent.next().now_or_never().flatten().map(|m| m.into_parts().0)
 }
@@ -270,13 +290,24 @@ pub(crate) async fn serve(
     let mut inbox = Inbox::default();
     let waiting = Arc::new(Waiting::default());
     let mut drops = Drops::new();
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut received = RecvBatch::new(MAX_DATAGRAM);
+    let mut replies = SendBatch::new();
+    let mut rng = Rng::new(rand::random());
     loop {
-        for _ in 0..READ_BATCH {
-            match socket.try_recv_from(&mut buf) {
-                Ok((n, src)) => {
-                    if answerable(src) && !inbox.push(src, &buf[..n]) {
-                        drops.note(src.ip());
+        let mut read = 0;
+        while read < READ_BATCH {
+            match received.recv(&socket) {
+                Ok(n) => {
+                    for i in 0..n {
+                        let (src, packet) = received.get(i);
+                        let Some(src) = src.filter(|s| answerable(*s)) else { continue };
+                        if !inbox.push(src, packet) {
+                            drops.note(src.ip());
+                        }
+                    }
+                    read += n;
+                    if n < batch::BATCH {
+                        break;
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -302,13 +333,31 @@ pub(crate) async fn serve(
         let answering = Instant::now();
         for _ in 0..ANSWER_BATCH {
             let Some((src, packet)) = inbox.pop() else { break };
-            if !answer(&socket, &handler, &waiting, packet, src).await {
+            let mut out = replies.buffer();
+            let sent = match handler.cache().reply(&handler, &packet, src, &mut rng, &mut out) {
+                Cached::Sent { .. } => {
+                    if replies.push(src, out) {
+                        replies.flush(&socket, |dst, reply| send_later(&socket, &waiting, &mut drops, dst, reply));
+                    }
+                    true
+                }
+                Cached::Dropped => {
+                    replies.give_back(out);
+                    true
+                }
+                Cached::Uncached => {
+                    replies.give_back(out);
+                    answer(&socket, &handler, &waiting, packet, src).await
+                }
+            };
+            if !sent {
                 drops.note(src.ip());
             }
             if answering.elapsed() >= ANSWER_BUDGET {
                 break;
             }
         }
+        replies.flush(&socket, |dst, reply| send_later(&socket, &waiting, &mut drops, dst, reply));
         drops.report();
         // Under a flood there is always more to read: let the runtime's other tasks run.
         tokio::task::yield_now().await;
@@ -317,6 +366,22 @@ pub(crate) async fn serve(
             return Ok(());
         }
     }
+}
+
+/// A reply the socket would not take at once (a full send buffer) or could not send: sent by a
+/// task of its own if `dst` has room for one, else dropped and counted.
+fn send_later(socket: &Arc<UdpSocket>, waiting: &Arc<Waiting>, drops: &mut Drops, dst: SocketAddr, reply: &[u8]) {
+    let Some(permit) = waiting.admit(dst.ip()) else {
+        drops.note(dst.ip());
+        return;
+    };
+    let (socket, reply) = (socket.clone(), reply.to_vec());
+    tokio::spawn(async move {
+        if let Err(error) = socket.send_to(&reply, dst).await {
+            debug!(%dst, %error, "failed to send a dns reply");
+        }
+        drop(permit);
+    });
 }
 
 /// Answers one datagram: at once if nothing has to wait (every name under the domains), else (a

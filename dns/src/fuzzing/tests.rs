@@ -77,6 +77,10 @@ fn every_seed_gets_its_reply_and_keeps_the_invariants() {
         ("name-253", reply(NXDomain)),
         ("found-node-srv", answers(0, false)),
         ("found-srv-edns-956", Want::Reply(NoError, None, Some(true))),
+        ("cache-mixed-case-srv-700", Want::Reply(NoError, None, Some(true))),
+        ("cache-mixed-case-soa-apex", answers(1, false)),
+        ("cache-mixed-case-nxdomain", reply(NXDomain)),
+        ("cache-mixed-case-tag-rfc2782", Want::Reply(NoError, None, Some(true))),
     ];
     let seeds = seeds();
     assert_eq!(seeds.len(), wants.len(), "one expectation per seed");
