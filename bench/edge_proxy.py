@@ -244,6 +244,8 @@ def main():
     ap.add_argument("--duration", default="15s")
     ap.add_argument("--gap", type=float, default=5)
     ap.add_argument("--json", help="also write the raw results here")
+    ap.add_argument("--perf", action="store_true",
+                    help="after the rounds, profile the current_thread proxy under the same wrk load (perf record -g)")
     ap.add_argument("--max-idle-wait", type=float, default=300, help="seconds to wait for a 90 %% idle CPU per round")
     args = ap.parse_args()
     log = lambda m: print(f"# {time.strftime('%H:%M:%S', time.gmtime())} {m}", file=sys.stderr, flush=True)
@@ -321,9 +323,12 @@ def main():
                 time.sleep(args.gap)
             rounds.append(row)
         after_rss = {name: rss_kib(p.pid) for name, p in shoal.items()}
-        report(targets, rounds, idle_rss, after_rss)
-        print()
-        print(f"Catalog change → route (built-in proxy, polled every 1 ms): {follow}")
+        if rounds:
+            report(targets, rounds, idle_rss, after_rss)
+            print()
+            print(f"Catalog change → route (built-in proxy, polled every 1 ms): {follow}")
+        if args.perf:
+            profile(shoal["shoal-1t"].pid, f"http://{IP}:8002/", d, log)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"rounds": rounds, "idle_rss": idle_rss, "after_rss": after_rss}, f, indent=1)
@@ -336,6 +341,24 @@ def main():
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def profile(pid, url, d, log):
+    """perf record -g of `pid` for 10 s under wrk; prints the top of the flat and the by-DSO report."""
+    data = f"{d}/perf.data"
+    wrk = subprocess.Popen(["wrk", "-t2", "-c64", "-d12s", "--latency", "-H", "Host: web.shoal", url],
+                           stdout=subprocess.PIPE, text=True)
+    time.sleep(1)
+    subprocess.run(["perf", "record", "-F", "999", "-g", "-p", str(pid), "-o", data, "--", "sleep", "10"],
+                   capture_output=True, timeout=60)
+    out = wrk.communicate(timeout=60)[0]
+    log("profiled run: " + " ".join(re.search(r"Requests/sec:.*", out).group(0).split()))
+    for args in (["--sort", "dso"], ["--no-children", "--sort", "symbol"]):
+        rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "--percent-limit", "1.5", "-g", "none"] + args,
+                             capture_output=True, text=True, timeout=120).stdout
+        print("```text")
+        print("\n".join(l for l in rep.splitlines() if l.strip() and not l.startswith("#"))[:6000])
+        print("```")
 
 
 def report(targets, rounds, idle_rss, after_rss):
