@@ -9,9 +9,11 @@
 //! - [`template`]: one template's pass (render → install → reload); [`output`]: validated,
 //!   atomic installs;
 //! - [`reload`]: the [`reload::Reloader`] trait and its implementations;
-//! - [`runner`]: the watches and the quiescence window; [`status`]: the status endpoint.
+//! - [`runner`]: the watches and the quiescence window; [`status`]: the status endpoint;
+//! - [`proxy`]: the built-in edge proxy (`--listen`), routing from the same [`routes`].
 
 pub mod output;
+pub mod proxy;
 pub mod reload;
 pub mod render;
 pub mod routes;
