@@ -10,7 +10,7 @@
 //! that consistent. The mirror holds entries **encoded** (the same bincode bytes the writer stores,
 //! shared with it; a decoded entry of one catalog registration took 2,351 B of heap), and only the
 //! newest of them: once an entry is on disk and the mirror holds more than [`MIRROR_BYTES`] of
-//! newer ones, it is dropped from memory and read back from redb if openraft ever asks for it (a
+//! newer ones (and at least [`MIRROR_MIN_ENTRIES`] newer entries), it is dropped from memory and read back from redb if openraft ever asks for it (a
 //! follower far behind; applying and replicating read the newest entries). Without that bound the
 //! log's memory grew with every write until the next snapshot, up to `--snapshot-threshold` +
 //! `--keep-logs` entries: 780 B per registration, more than the catalog itself.
@@ -62,9 +62,13 @@ pub(crate) fn io_err<E: std::error::Error + 'static>(
 type Encoded = Vec<(u64, Arc<[u8]>)>;
 
 /// Bytes of durable entries the mirror keeps in memory (newest first) before it drops older ones.
-const MIRROR_BYTES: usize = 1 << 20;
-/// Entries the mirror always keeps, however large.
-const MIRROR_MIN_ENTRIES: usize = 64;
+/// 256 KiB: a node's whole memory is ~1 KiB per catalog instance, and 1 MiB here was ~100 B of it
+/// over a 10,000-instance load (bench/RESULTS.md, "Catalog at scale").
+const MIRROR_BYTES: usize = 256 << 10;
+/// Entries the mirror always keeps, however large. A registration load batches ~16 registrations
+/// (~13 KB encoded) per entry, so 64 of them were ~0.8 MB and overrode the byte bound; 16 keep the
+/// newest entries, the ones applying and replicating to followers that keep up read, in memory.
+const MIRROR_MIN_ENTRIES: usize = 16;
 
 enum Op {
     Append {
