@@ -441,12 +441,34 @@ async fn nginx_follows_scaling_and_its_reload_cost_is_measured() {
     assert_eq!((close.non2xx, close.socket_errors), (0, 0), "new connections failed through Nginx:\n{}", close.output);
 }
 
-/// The control: the same churn through HAProxy restarted naively on each change drops
-/// connections under `Connection: close` load, so the zero above is the reloader's doing.
+/// The control: HAProxy restarted naively on each change drops connections under `Connection:
+/// close` load, so the zero above is the reloader's doing. The churn alone makes ~12 reloads, which
+/// lost 15 connections in one run and none in another; the control adds 30 more (one catalog
+/// change every 400 ms, each its own pass), and prints what the churn alone cost.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_control_a_naive_haproxy_restart_drops_connections_under_the_same_churn() {
     let (node, edge, service, host) = edge_follows_scaling(Proxy::NaiveHaproxy, "cweb").await;
-    let r = churn_under_load(&node, &edge, &service, &host, true).await;
+    let churn = churn_under_load(&node, &edge, &service, &host, true).await;
+    println!("the churn alone through the naive restart: {} socket errors", churn.socket_errors);
+    let dir = tempfile::tempdir().unwrap();
+    let target = passing(&node.addr, &service).await.first().expect("a passing instance").0.clone();
+    let wrk = start_wrk(edge.port, &host, true, 15, dir.path());
+    let client = reqwest::Client::new();
+    for k in 0..30 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let body = serde_json::json!({"Node": "ext-ctl", "Address": target,
+            "Service": {"ID": format!("ctl-{k}"), "Service": service, "Address": target, "Port": 8080}});
+        let r = client.put(format!("http://{}/v1/catalog/register", node.addr)).json(&body).send().await.unwrap();
+        assert!(r.status().is_success(), "register {k}: {}", r.status());
+    }
+    let r = finish_wrk(wrk);
+    println!("30 more naive restarts under Connection: close: {} ok, {} socket errors", r.ok, r.socket_errors);
+    let body = serde_json::json!({"Node": "ext-ctl"});
+    let _ = client.put(format!("http://{}/v1/catalog/deregister", node.addr)).json(&body).send().await;
     assert!(r.ok > 1000, "the load hardly ran:\n{}", r.output);
-    assert!(r.socket_errors > 0, "the naive restart dropped nothing: the test could not tell\n{}", r.output);
+    assert!(
+        churn.socket_errors + r.socket_errors > 0,
+        "the naive restart dropped nothing in ~42 reloads: the test could not tell\n{}",
+        r.output
+    );
 }
