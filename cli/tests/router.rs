@@ -62,7 +62,7 @@ enum Proxy {
 
 /// The router and its proxy, listening on 127.0.0.1:`port`.
 struct Edge {
-    _router: Proc,
+    router: Option<Proc>,
     /// The naive control's HAProxy daemons, stopped through their pid file.
     daemon_pidfile: Option<PathBuf>,
     port: u16,
@@ -113,7 +113,7 @@ impl Edge {
             .spawn()
             .unwrap();
         let edge = Edge {
-            _router: Proc(child, "shoal router"),
+            router: Some(Proc(child, "shoal router")),
             daemon_pidfile,
             port,
             dest,
@@ -140,6 +140,8 @@ impl Edge {
 
 impl Drop for Edge {
     fn drop(&mut self) {
+        // The router first: a restart it runs after the pid file was read would outlive the test.
+        drop(self.router.take());
         // The naive control's daemon (older generations exit on their own once -sf reached them).
         if let Some(pid) = self.daemon_pidfile.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
             for pid in pid.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
