@@ -566,7 +566,14 @@ async fn the_container_spec_reaches_the_engine_and_an_unhealthy_task_is_replaced
     let bound_ip = binding["HostIp"].as_str().unwrap().to_string();
     assert!(node_ips.contains(&bound_ip), "published on its node's own address: {binding}");
     assert_eq!(binding["HostPort"], port.to_string());
-    let body = reqwest::get(format!("http://{bound_ip}:{port}/")).await.unwrap().text().await.unwrap();
+    // Running is not listening yet: the engine's proxy may take the connection before whoami
+    // listens and close it (IncompleteMessage once in CI), so ask until it answers.
+    let url = format!("http://{bound_ip}:{port}/");
+    let body = wait_for("the published port to answer", Duration::from_secs(20), || {
+        let url = url.clone();
+        async move { reqwest::get(&url).await.ok()?.text().await.ok() }
+    })
+    .await;
     assert!(body.contains(&format!("Service: {name}")), "{body}");
     ok(h, &["service", "rm", &name]);
     wait_for("the spec service's containers gone", Duration::from_secs(20), || {
