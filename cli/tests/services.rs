@@ -53,6 +53,14 @@ async fn wait_spread(addr: &str, service: &str, want: &[usize]) {
 async fn services_are_spread_scaled_drained_and_validated() {
     let c = Cluster::start(3, ClusterOptions::default()).await;
     let api = c.nodes[1].http_addr();
+    // All three ready first: tasks placed while a node is not are never moved onto it (Swarm's
+    // rule), so [2, 2, 1] would never come.
+    wait_for("3 ready nodes", Duration::from_secs(30), || async {
+        let nodes: Vec<Value> = get_json(&api, "/v1/nodes").await?;
+        let ready = nodes.iter().filter(|n| n["Status"].as_str().is_some_and(|s| s.eq_ignore_ascii_case("ready")));
+        (ready.count() == 3).then_some(())
+    })
+    .await;
     let spec = json!({"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "shoal:local"}}, "Mode": {"Replicated": {"Replicas": 5}}});
     let (status, created) = post(&api, "/v1/services/create", &spec).await;
     assert_eq!(status, 201, "{created}");
