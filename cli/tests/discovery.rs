@@ -87,14 +87,7 @@ async fn one_node() -> Env {
     let opts = ClusterOptions { agent_args: vec!["--runtime".into(), "docker".into()] };
     let c = Cluster::start(1, opts).await;
     let addr = c.nodes[0].http_addr();
-    let id = wait_for("the node's ID", Duration::from_secs(30), || {
-        let addr = addr.clone();
-        async move {
-            let nodes: Vec<Value> = get_json(&addr, "/v1/nodes").await?;
-            nodes.first().and_then(|n| n["ID"].as_str().map(str::to_string))
-        }
-    })
-    .await;
+    let id = shoal_testkit::docker::first_node_id(&addr).await;
     Env { c, ids: vec![id], own: Vec::new() }
 }
 

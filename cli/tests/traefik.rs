@@ -92,14 +92,7 @@ async fn traefik_routes_to_a_shoal_service_through_the_consul_catalog() {
     let c = Cluster::start(1, opts).await;
     let addr = c.nodes[0].http_addr();
     let host = format!("{}:2375", c.nodes[0].ip);
-    let id = wait_for("the node's ID", Duration::from_secs(30), || {
-        let addr = addr.clone();
-        async move {
-            let nodes: Vec<Value> = get_json(&addr, "/v1/nodes").await?;
-            nodes.first().and_then(|n| n["ID"].as_str().map(str::to_string))
-        }
-    })
-    .await;
+    let id = shoal_testkit::docker::first_node_id(&addr).await;
     let mut env = Env { c, ids: vec![id], traefik: None };
 
     let name = format!("tweb{}", std::process::id() % 100_000);

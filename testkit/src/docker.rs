@@ -48,14 +48,7 @@ impl DockerNode {
         let cluster = Cluster::start(1, ClusterOptions { agent_args }).await;
         let addr = cluster.nodes[0].http_addr();
         let ip = cluster.nodes[0].ip.to_string();
-        let id = wait_for("the node's ID", Duration::from_secs(30), || {
-            let addr = addr.clone();
-            async move {
-                let nodes: Vec<Value> = get_json(&addr, "/v1/nodes").await?;
-                nodes.first().and_then(|n| n["ID"].as_str().map(str::to_string))
-            }
-        })
-        .await;
+        let id = first_node_id(&addr).await;
         DockerNode { cluster, addr, ip, id }
     }
 
@@ -72,6 +65,16 @@ impl Drop for DockerNode {
         }
         remove_engine_objects(std::slice::from_ref(&self.id));
     }
+}
+
+/// The ID of the first node `addr`'s API lists, once it has one (30 s at most): what a test's
+/// engine sweep ([`remove_engine_objects`]) needs.
+pub async fn first_node_id(addr: &str) -> String {
+    wait_for("the node's ID", Duration::from_secs(30), || async {
+        let nodes: Vec<Value> = get_json(addr, "/v1/nodes").await?;
+        nodes.first().and_then(|n| n["ID"].as_str().map(str::to_string))
+    })
+    .await
 }
 
 /// Instance address → container name (its service ID) of `name`'s passing instances.
